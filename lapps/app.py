@@ -1,0 +1,110 @@
+"""``LAppSService``: the whole server as one Twisted service, for ``twistd``
+and for any application that embeds it.
+
+It touches no signal handler and no global log observer and never runs the
+reactor: add it to an ``Application`` (or start it yourself) and it serves.
+"""
+
+import os
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from lapps import config as configuration, tls
+from lapps.lua.runtime import LuaStartError
+from lapps.protocols.server import LAppSServerFactory
+from lapps.schema import pointer
+from lapps.services.listener import ListenerService
+from lapps.services.reactive import ReactiveService
+
+log = Logger(namespace="lapps")
+
+
+def _as_config(config):
+    if isinstance(config, configuration.Config):
+        return config
+    if isinstance(config, dict):
+        return configuration.from_dict(config, os.getcwd())
+    return configuration.load(os.fspath(config))
+
+
+def services_to_start(config):
+    """Every ``auto_start`` service and, recursively, what it depends on.
+    A dependency without a descriptor is logged and ignored."""
+    chosen = []
+
+    def add(name, wanted_by):
+        if name in chosen:
+            return
+        if name not in config.services:
+            log.warn("service {wanted_by} depends on {name}, which has no descriptor; ignored",
+                     lapps_event="service.missing_dependency", wanted_by=wanted_by, name=name)
+            return
+        for dependency in config.services[name].depends:
+            if dependency != name:
+                add(dependency, name)
+        chosen.append(name)
+
+    for name, service in config.services.items():
+        if service.auto_start:
+            add(name, None)
+    return chosen
+
+
+def _endpoint(server, cfg, reactor):
+    ip, port = server["ip"], server["port"]
+    if server["tls"]:
+        options = tls.server_options(cfg.cert_file, cfg.key_file, server["tls_server_version"])
+        return endpoints.SSL4ServerEndpoint(reactor, port, options, interface=ip)
+    if ":" in ip:
+        return endpoints.TCP6ServerEndpoint(reactor, port, interface=ip)
+    return endpoints.TCP4ServerEndpoint(reactor, port, interface=ip)
+
+
+class LAppSService(MultiService):
+    """The lapps server built from a config path, a config dict (one-file
+    form; relative paths against the working directory) or a loaded
+    :class:`lapps.config.Config`. Lua modules are loaded here, so a broken
+    service raises :class:`lapps.config.ConfigError` before anything starts."""
+
+    def __init__(self, config, reactor=None):
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = cfg = _as_config(config)
+        self.connections = {}
+        self.reactive = []
+        problems = []
+        for name in services_to_start(cfg):
+            try:
+                self.reactive.append(
+                    ReactiveService(cfg.services[name], cfg.lua_path, self.connections))
+            except LuaStartError as e:
+                problems.append(f"{cfg.source}: {pointer('/services', name)}: {e}")
+        if problems:
+            raise configuration.ConfigError(problems)
+        for service in self.reactive:
+            service.setServiceParent(self)
+        routes = {s.config.request_target: s for s in self.reactive}
+        factory = LAppSServerFactory(routes, self.connections,
+                                     auto_fragment=cfg.server["workers"]["auto_fragment"])
+        scheme = "wss" if cfg.server["tls"] else "ws"
+        self.listener = ListenerService(_endpoint(cfg.server, cfg, reactor), factory,
+                                        f"{scheme}://{cfg.server['ip']}:{cfg.server['port']}",
+                                        reactor)
+        self.listener.setServiceParent(self)
+
+    def startService(self):
+        os.environ["LAPPS_APPS_DIR"] = os.path.join(self.config.apps_dir, "")
+        super().startService()
+
+    @inlineCallbacks
+    def stopService(self):
+        """Stop accepting and close every connection (each gets its
+        ``onDisconnect``) before the services shut down."""
+        Service.stopService(self)
+        yield self.listener.stopService()
+        for service in reversed(self.reactive):
+            yield service.stopService()

@@ -1,0 +1,286 @@
+"""Load a lapps configuration, in either of its two forms, and validate all of it.
+
+Form 1 is LAppS's own pair: a services file (``lapps.json``) with the server
+keys in ``ws.json`` beside it (the name can be changed with ``WS_CONFIG``).
+Form 2 is one file: the services file with the server keys under ``"server"``.
+Defaults are deep-merged; every problem is collected and raised at once as a
+:class:`ConfigError` whose lines read ``FILE: /json/pointer: message``.
+"""
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+
+from lapps import tls
+from lapps.schema import Array, MapOf, Nullable, Object, Problems, Scalar, pointer
+
+MiB = 1024 * 1024
+
+#: Modules a service may name in ``preload``; this version provides none yet.
+PRELOADABLE: frozenset = frozenset()
+
+
+def _parses(parse):
+    """A schema test that holds when ``parse`` accepts the text."""
+    def test(text):
+        try:
+            parse(text)
+            return True
+        except ValueError:
+            return False
+    return test
+
+
+ACL = Object({
+    "policy": Scalar(str, "allow", choices=("allow", "deny")),
+    "exclude": Array(Scalar(str, test=_parses(lambda t: ipaddress.ip_network(t, strict=False)),
+                               expect="an IP address or CIDR network"), []),
+})
+
+SERVER = Object({
+    "listeners": Scalar(int, 2, minimum=0),
+    "connection_weight": Scalar(float, 1.0, minimum=0),
+    "ip": Scalar(str, "0.0.0.0", test=_parses(ipaddress.ip_address),
+                 expect="an IPv4 or IPv6 address"),
+    "port": Scalar(int, 5083, minimum=0, maximum=65535),
+    "lapps_config_auto_save": Scalar(bool, True),
+    "workers": Object({
+        "workers": Scalar(int, 1, minimum=0),
+        "max_connections": Scalar(int, 10000, minimum=1),
+        "auto_fragment": Scalar(bool, False),
+        "max_poll_events": Scalar(int, 300, minimum=1),
+        "max_poll_wait_ms": Scalar(int, 10, minimum=0),
+        "max_inbounds_skip": Scalar(int, 50, minimum=0),
+        "input_buffer_size": Scalar(int, 2048, minimum=1),
+    }),
+    "acl": ACL,
+    "tls": Scalar(bool, False),
+    "tls_server_version": Scalar(int, 3, choices=(3, 4)),
+    "tls_client_version": Scalar(int, 3, choices=(3, 4)),
+    "tls_certificates": Object({
+        "ca": Scalar(str, "ssl/localhost.ca.pem"),
+        "cert": Scalar(str, "ssl/localhost.crt"),
+        "key": Scalar(str, "ssl/localhost.key"),
+    }),
+})
+
+SERVICE = Object({
+    "standalone": Scalar(bool, False),
+    "auto_start": Scalar(bool, True),
+    "instances": Scalar(int, 1, minimum=1),
+    "preload": Nullable(Array(Scalar(str), [], unique=True), []),
+    "depends": Nullable(Array(Scalar(str), [], unique=True), []),
+    "request_target": Scalar(str, None, test=lambda s: s.startswith("/"),
+                             expect="a path starting with /"),
+    "protocol": Scalar(str, "raw", choices=("raw", "LAppS")),
+    "max_inbound_message_size": Scalar(int, 1 * MiB, minimum=1),
+    "acl": ACL,
+    "extra_headers": MapOf(Scalar(str), {}),
+    "proto_alias": Scalar(str, None, test=bool, expect="a non-empty string"),
+    "name": Scalar(str, None),
+    "max_memory": Scalar(int, 128 * MiB, minimum=1 * MiB),
+})
+
+DIRECTORIES = Object({
+    "applications": Scalar(str, "apps"),
+    "deploy": Scalar(str, "deploy"),
+    "tmp": Scalar(str, "tmp"),
+    "app_conf_dir": Scalar(str, "etc"),
+    "workdir": Scalar(str, "workdir"),
+})
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``lines`` says why, one problem per line."""
+
+    def __init__(self, lines):
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One service descriptor after validation, with its module's location."""
+
+    name: str
+    standalone: bool
+    auto_start: bool
+    instances: int
+    preload: tuple
+    depends: tuple
+    request_target: str | None
+    protocol: str
+    max_inbound_message_size: int
+    extra_headers: dict
+    proto_alias: str | None
+    max_memory: int
+    directory: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole validated configuration."""
+
+    source: str
+    server: dict
+    services: dict
+    apps_dir: str
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    lua_path: str = field(default="", repr=False)
+
+    @property
+    def reactive(self):
+        return [s for s in self.services.values() if not s.standalone]
+
+
+def _read_json(path: str, problems: Problems):
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        problems.add(path, "", "no such file")
+    except json.JSONDecodeError as e:
+        problems.add(path, "", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
+    except (OSError, UnicodeDecodeError) as e:
+        problems.add(path, "", f"cannot read: {e}")
+    return None
+
+
+def load(path: str, environ=os.environ, check_certificates=True) -> Config:
+    """Read and validate the configuration at ``path`` (either form)."""
+    problems = Problems()
+    data = _read_json(path, problems)
+    if data is None:
+        raise ConfigError(problems.lines)
+    server_source = path
+    if isinstance(data, dict) and "server" not in data:
+        ws_path = os.path.join(os.path.dirname(path), environ.get("WS_CONFIG", "ws.json"))
+        if os.path.exists(ws_path):
+            server = _read_json(ws_path, problems)
+            if server is None:
+                raise ConfigError(problems.lines)
+            data = dict(data, server=server)
+            server_source = ws_path
+    return from_dict(data, os.path.dirname(os.path.abspath(path)), path, server_source, environ,
+                     check_certificates)
+
+
+def from_dict(data, base_dir: str, source: str = "<config>", server_source: str | None = None,
+              environ=os.environ, check_certificates=True) -> Config:
+    """Validate a configuration given as a dict (the one-file form, or without
+    ``"server"`` for all server defaults). Relative paths resolve against
+    ``base_dir``; ``directories.applications`` against ``LAPPS_HOME`` if set."""
+    problems = Problems()
+    server_source = server_source or source
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: /: expected an object, got {type(data).__name__}"])
+    data = dict(data)
+    server_where = "/server" if server_source == source else ""
+    server = SERVER.check(data.pop("server", {}), server_where, server_source, problems)
+    for key in data:
+        if key not in ("directories", "services"):
+            problems.add(source, pointer("", key), "unknown key")
+    directories = DIRECTORIES.check(data.get("directories", {}), "/directories", source, problems)
+    raw_services = data.get("services", {})
+    if not isinstance(raw_services, dict):
+        problems.add(source, "/services", "expected an object, got " + type(raw_services).__name__)
+        raw_services = {}
+
+    home = environ.get("LAPPS_HOME")
+    apps_dir = os.path.join(home or base_dir, directories["applications"])
+    services = {name: _service(name, desc, apps_dir, source, problems)
+                for name, desc in raw_services.items()}
+    _check_targets(services, source, problems)
+    _check_cycles(services, source, problems)
+
+    certs = server["tls_certificates"]
+    certs_base = base_dir if server_source == source else \
+        os.path.dirname(os.path.abspath(server_source))
+    paths = {k: os.path.join(certs_base, certs[k]) for k in ("ca", "cert", "key")}
+    if server["tls"] and check_certificates:
+        for key, text in tls.check_pair(paths["cert"], paths["key"]):
+            problems.add(server_source, f"{server_where}/tls_certificates/{key}", text)
+    _check_acl(server["acl"], server_source, f"{server_where}/acl", problems)
+
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    service_dirs = [os.path.join(apps_dir, name) for name in services]
+    return Config(source=source, server=server, services=services, apps_dir=apps_dir,
+                  cert_file=paths["cert"], key_file=paths["key"], ca_file=paths["ca"],
+                  lua_path=";".join(os.path.join(d, "?.lua") for d in service_dirs))
+
+
+def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
+    where = pointer("/services", name)
+    if isinstance(desc, dict) and "internal" in desc:
+        desc = dict(desc)
+        legacy = desc.pop("internal")
+        if "standalone" in desc and desc["standalone"] != legacy:
+            problems.add(source, pointer(where, "internal"),
+                         "contradicts \"standalone\" (internal is its legacy name)")
+        desc.setdefault("standalone", legacy)
+    checked = SERVICE.check(desc, where, source, problems)
+    directory = os.path.join(apps_dir, name)
+    module = os.path.join(directory, f"{name}.lua")
+    if not os.path.isfile(module):
+        problems.add(source, where, f"no service module at {module}")
+    if checked["standalone"]:
+        problems.add(source, pointer(where, "standalone"),
+                     "standalone services are not supported by this version of lapps")
+    elif checked["request_target"] is None:
+        problems.add(source, pointer(where, "request_target"), "required for a reactive service")
+    for i, module_name in enumerate(checked["preload"]):
+        if module_name not in PRELOADABLE:
+            problems.add(source, pointer(pointer(where, "preload"), i),
+                         f"module {module_name!r} is not provided by this version of lapps")
+    _check_acl(checked["acl"], source, pointer(where, "acl"), problems)
+    return ServiceConfig(
+        name=name, standalone=checked["standalone"], auto_start=checked["auto_start"],
+        instances=checked["instances"], preload=tuple(checked["preload"]),
+        depends=tuple(checked["depends"]), request_target=checked["request_target"],
+        protocol=checked["protocol"], max_inbound_message_size=checked["max_inbound_message_size"],
+        extra_headers=checked["extra_headers"], proto_alias=checked["proto_alias"],
+        max_memory=checked["max_memory"], directory=directory)
+
+
+def _check_acl(acl, source, where, problems):
+    """Network ACLs are parsed but not yet enforced: refuse any that would deny."""
+    if acl["policy"] != "allow" or acl["exclude"]:
+        problems.add(source, where, "network ACLs are not enforced by this version of lapps; "
+                     "use {\"policy\": \"allow\", \"exclude\": []} or remove the key")
+
+
+def _check_targets(services, source, problems):
+    owners = {}
+    for name, service in services.items():
+        if service.standalone or service.request_target is None:
+            continue
+        if service.request_target in owners:
+            problems.add(source, pointer(pointer("/services", name), "request_target"),
+                         f"{service.request_target!r} is already the target of service "
+                         f"{owners[service.request_target]!r}")
+        else:
+            owners[service.request_target] = name
+
+
+def _check_cycles(services, source, problems):
+    """A ``depends`` cycle can never start: report each one once, by its path."""
+    reported = set()
+
+    def visit(name, path):
+        if name in path:
+            cycle = path[path.index(name):] + [name]
+            if frozenset(cycle) not in reported:
+                reported.add(frozenset(cycle))
+                problems.add(source, pointer(pointer("/services", cycle[0]), "depends"),
+                             "dependency cycle " + " -> ".join(cycle))
+            return
+        for dep in services[name].depends:
+            if dep in services and dep != name:
+                visit(dep, path + [name])
+
+    for name in services:
+        visit(name, [])

@@ -1,0 +1,71 @@
+"""Create the isolated LuaJIT runtime each service instance owns.
+
+The Lua standard library is there (services are the operator's code, like
+nginx config), the Python bridge is not: no ``python`` global, no eval or
+builtins, and the few Python callables the lapps modules need are captured
+as upvalues of Lua wrappers and refuse every attribute lookup.
+"""
+
+from lupa import luajit21
+
+
+class LuaStartError(Exception):
+    """A service module could not be loaded into a runtime."""
+
+
+def _no_attributes(obj, name, is_setting):
+    raise AttributeError("Python objects are opaque to Lua")
+
+
+def new_runtime(max_memory: int, lua_path: str):
+    """A fresh LuaJIT 2.1 state with ``lua_path`` searched before the default."""
+    runtime = luajit21.LuaRuntime(
+        register_eval=False, register_builtins=False, unpack_returned_tuples=True,
+        encoding=None, attribute_filter=_no_attributes, max_memory=max_memory)
+    runtime.execute(b"""
+        python = nil
+        local extra = ...
+        if #extra > 0 then package.path = extra .. ";" .. package.path end
+    """, lua_path.encode())
+    return runtime
+
+
+_LOADER = b"""
+local name, required = ...
+local ok, module = xpcall(require, function(e) return debug.traceback(tostring(e), 2) end, name)
+if not ok then return nil, module end
+if type(module) ~= "table" then
+  return nil, "module " .. name .. " returned " .. type(module) .. " instead of a table"
+end
+for _, fn in ipairs(required) do
+  if type(module[fn]) ~= "function" then
+    return nil, "module " .. name .. " has no function " .. fn
+  end
+end
+_G[name] = module
+return module, false
+"""
+
+
+def load_module(runtime, name: str, required_functions):
+    """``require`` the service module, store it in the global ``name``, and
+    check it defines every required function. Raises :class:`LuaStartError`."""
+    wanted = runtime.table_from([f.encode() for f in required_functions])
+    module, error = runtime.execute(_LOADER, name.encode(), wanted)
+    if module is None:
+        raise LuaStartError(error.decode("utf-8", "replace"))
+    return module
+
+
+_PROTECTED_CALL = b"""
+local module, name = ...
+local xpcall, traceback, tostring = xpcall, debug.traceback, tostring
+local function report(e) return traceback(tostring(e), 2) end
+return function(...) return xpcall(module[name], report, ...) end
+"""
+
+
+def protected(runtime, module, name: str):
+    """A Python-callable wrapper of ``module.name`` that returns
+    ``(True, result...)`` or ``(False, traceback)`` and never raises a Lua error."""
+    return runtime.execute(_PROTECTED_CALL, module, name.encode())
