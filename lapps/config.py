@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from lapps import tls
-from lapps.schema import Array, MapOf, Nullable, Object, Problems, Scalar, pointer
+from lapps.schema import Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
 
 MiB = 1024 * 1024
 
@@ -67,6 +67,7 @@ SERVER = Object({
 
 SERVICE = Object({
     "standalone": Scalar(bool, False),
+    "internal": Scalar(bool, False),  # the legacy name of "standalone"
     "auto_start": Scalar(bool, True),
     "instances": Scalar(int, 1, minimum=1),
     "preload": Nullable(Array(Scalar(str), [], unique=True), []),
@@ -176,7 +177,7 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
     problems = Problems()
     server_source = server_source or source
     if not isinstance(data, dict):
-        raise ConfigError([f"{source}: /: expected an object, got {type(data).__name__}"])
+        raise ConfigError([f"{source}: /: expected an object, got {describe(data)}"])
     data = dict(data)
     server_where = "/server" if server_source == source else ""
     server = SERVER.check(data.pop("server", {}), server_where, server_source, problems)
@@ -186,13 +187,18 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
     directories = DIRECTORIES.check(data.get("directories", {}), "/directories", source, problems)
     raw_services = data.get("services", {})
     if not isinstance(raw_services, dict):
-        problems.add(source, "/services", "expected an object, got " + type(raw_services).__name__)
+        problems.add(source, "/services", f"expected an object, got {describe(raw_services)}")
         raw_services = {}
 
     home = environ.get("LAPPS_HOME")
     apps_dir = os.path.join(home or base_dir, directories["applications"])
-    services = {name: _service(name, desc, apps_dir, source, problems)
-                for name, desc in raw_services.items()}
+    services = {}
+    for name, desc in raw_services.items():
+        if isinstance(desc, dict):
+            services[name] = _service(name, desc, apps_dir, source, problems)
+        else:
+            problems.add(source, pointer("/services", name),
+                         f"expected an object, got {describe(desc)}")
     _check_targets(services, source, problems)
     _check_cycles(services, source, problems)
 
@@ -215,30 +221,28 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
 
 def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
     where = pointer("/services", name)
-    if isinstance(desc, dict) and "internal" in desc:
-        desc = dict(desc)
-        legacy = desc.pop("internal")
-        if "standalone" in desc and desc["standalone"] != legacy:
-            problems.add(source, pointer(where, "internal"),
-                         "contradicts \"standalone\" (internal is its legacy name)")
-        desc.setdefault("standalone", legacy)
     checked = SERVICE.check(desc, where, source, problems)
+    kind_key = "standalone" if "standalone" in desc or "internal" not in desc else "internal"
+    if "standalone" in desc and "internal" in desc and checked["standalone"] != checked["internal"]:
+        problems.add(source, pointer(where, "internal"),
+                     'contradicts "standalone" (internal is its legacy name)')
+    standalone = bool(checked[kind_key])
     directory = os.path.join(apps_dir, name)
     module = os.path.join(directory, f"{name}.lua")
     if not os.path.isfile(module):
         problems.add(source, where, f"no service module at {module}")
-    if checked["standalone"]:
-        problems.add(source, pointer(where, "standalone"),
+    if standalone:
+        problems.add(source, pointer(where, kind_key),
                      "standalone services are not supported by this version of lapps")
-    elif checked["request_target"] is None:
+    elif "request_target" not in desc:
         problems.add(source, pointer(where, "request_target"), "required for a reactive service")
     for i, module_name in enumerate(checked["preload"]):
         if module_name not in PRELOADABLE:
             problems.add(source, pointer(pointer(where, "preload"), i),
-                         f"module {module_name!r} is not provided by this version of lapps")
+                         f"module {json.dumps(module_name)} is not provided by this version of lapps")
     _check_acl(checked["acl"], source, pointer(where, "acl"), problems)
     return ServiceConfig(
-        name=name, standalone=checked["standalone"], auto_start=checked["auto_start"],
+        name=name, standalone=standalone, auto_start=checked["auto_start"],
         instances=checked["instances"], preload=tuple(checked["preload"]),
         depends=tuple(checked["depends"]), request_target=checked["request_target"],
         protocol=checked["protocol"], max_inbound_message_size=checked["max_inbound_message_size"],
@@ -260,8 +264,8 @@ def _check_targets(services, source, problems):
             continue
         if service.request_target in owners:
             problems.add(source, pointer(pointer("/services", name), "request_target"),
-                         f"{service.request_target!r} is already the target of service "
-                         f"{owners[service.request_target]!r}")
+                         f"{json.dumps(service.request_target)} is already the target of service "
+                         f"{json.dumps(owners[service.request_target])}")
         else:
             owners[service.request_target] = name
 

@@ -7,6 +7,7 @@ product: one short line per problem, in the operator's terms
 """
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ def describe(value) -> str:
     if value is None:
         return "null"
     if isinstance(value, str):
-        return f"string {value!r}"
+        return f"string {json.dumps(value)}"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
@@ -71,9 +72,7 @@ class Scalar(Node):
             return self.expect
         name = {int: "integer", float: "number", bool: "boolean", str: "string"}[self.kind]
         if self.choices is not None:
-            return "one of " + ", ".join(
-                "true" if c is True else "false" if c is False else
-                repr(c) if isinstance(c, str) else str(c) for c in self.choices)
+            return "one of " + ", ".join(json.dumps(c) for c in self.choices)
         if self.minimum is not None and self.maximum is not None:
             return f"{name} from {self.minimum} to {self.maximum}"
         if self.minimum is not None:

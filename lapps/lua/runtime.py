@@ -24,6 +24,7 @@ def new_runtime(max_memory: int, lua_path: str):
         encoding=None, attribute_filter=_no_attributes, max_memory=max_memory)
     runtime.execute(b"""
         python = nil
+        io.stdout:setvbuf("line")  -- print() lines reach a piped stdout at once
         local extra = ...
         if #extra > 0 then package.path = extra .. ";" .. package.path end
     """, lua_path.encode())

@@ -8,6 +8,7 @@ connection is bound to one instance, round-robin, at handshake time.
 import itertools
 
 from twisted.application.service import Service
+from lupa import lua_type as lupa_type
 from twisted.logger import Logger
 
 from lapps.lua import runtime as lua, ws
@@ -23,6 +24,15 @@ def _split(outcome):
     if isinstance(outcome, tuple):
         return outcome[0], outcome[1] if len(outcome) > 1 else None
     return outcome, None
+
+
+def _lua_shown(value):
+    """A Lua value as a Lua programmer would name it in a log line."""
+    if value is None or isinstance(value, bool):
+        return {None: "nil", False: "false", True: "true"}[value]
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "a string" if isinstance(value, bytes) else "a " + lupa_type(value)
 
 
 class Instance:
@@ -62,7 +72,7 @@ class Instance:
             if ok and result is True:
                 return
             if ok:
-                result = f"onMessage returned {result!r} instead of true".encode()
+                result = f"onMessage returned {_lua_shown(result)} instead of true".encode()
             self.lua_error("onMessage", result, connection.handler)
             connection.close_with(1011, b"service error")
 

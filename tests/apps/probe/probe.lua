@@ -1,0 +1,50 @@
+-- probe: a raw service for tests. Each instance has its own tag and message
+-- counter, so replies show affinity and order; commands provoke errors.
+probe = {}
+
+local tag
+local count = 0
+
+function probe.onStart()
+  tag = tostring(probe):match("0x%x+")
+end
+
+local function reply(handler, text)
+  return ws:send(handler, 1, text)
+end
+
+function probe.onMessage(handler, opcode, message)
+  count = count + 1
+  local cmd, arg = message:match("^(%a+)%s*(.*)$")
+  if cmd == "who" then
+    return reply(handler, tag .. " " .. count .. " " .. handler .. " " .. arg)
+  elseif cmd == "boom" then
+    error("boom requested")
+  elseif cmd == "nothing" then
+    return
+  elseif cmd == "close" then
+    local ok, err = ws:close(handler, tonumber(arg), "bye")
+    if not ok then return reply(handler, "refused: " .. err) end
+    return true
+  elseif cmd == "badopcode" then
+    local ok, err = ws:send(handler, 7, "x")
+    return reply(handler, tostring(ok) .. " " .. tostring(err))
+  elseif cmd == "badutf" then
+    local ok, err = ws:send(handler, 1, "\255\254")
+    return reply(handler, tostring(ok) .. " " .. tostring(err))
+  elseif cmd == "python" then
+    return reply(handler, type(python) .. " " .. type(ws.send))
+  end
+  return ws:send(handler, opcode, message)
+end
+
+function probe.onDisconnect(handler)
+  local ok, err = ws:send(handler, 1, "too late")
+  print("probe::onDisconnect " .. handler .. " " .. tostring(ok) .. " " .. tostring(err))
+end
+
+function probe.onShutdown()
+  print("probe::onShutdown " .. tag)
+end
+
+return probe

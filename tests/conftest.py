@@ -1,0 +1,118 @@
+"""Shared fixtures: a real lapps server (``twistd -n lapps``) in a subprocess
+on an ephemeral loopback port, and helpers to wait on what it logs."""
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+APPS = REPO / "apps"
+TEST_APPS = Path(__file__).resolve().parent / "apps"
+TWISTD = [str(Path(sys.executable).parent / "twistd")]
+_LISTENING = re.compile(r"listening on \S+ \((.*):(\d+)\)")
+
+
+class Server:
+    """A running ``twistd -n lapps`` whose output lines can be awaited."""
+
+    def __init__(self, config_path, env=None):
+        self.config_path = config_path
+        self.lines = []
+        self._new = queue.Queue()
+        self.process = subprocess.Popen(
+            TWISTD + ["-n", "--pidfile=", "lapps", "--config", str(config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+        threading.Thread(target=self._read, daemon=True).start()
+        match = self.wait_for(_LISTENING)
+        self.host, self.port = match.group(1), int(match.group(2))
+
+    def _read(self):
+        for raw in self.process.stdout:
+            self._new.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self._new.put(None)
+
+    def wait_for(self, pattern, timeout=15.0, count=1):
+        """Block until ``count`` output lines (seen so far or arriving) match
+        ``pattern``; return the last match. Fails on timeout or exit."""
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while True:
+            matches = [m for m in map(rx.search, self.lines) if m]
+            if len(matches) >= count:
+                return matches[count - 1]
+            try:
+                line = self._new.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"timed out waiting for {rx.pattern!r}; output:\n"
+                                     + "\n".join(self.lines[-60:]))
+            if line is None:
+                raise AssertionError(f"server exited ({self.process.wait()}) before "
+                                     f"{rx.pattern!r}; output:\n" + "\n".join(self.lines[-60:]))
+            self.lines.append(line)
+
+    def count(self, pattern):
+        return sum(1 for line in self.lines if re.search(pattern, line))
+
+    def url(self, path, scheme="ws"):
+        return f"{scheme}://{self.host}:{self.port}{path}"
+
+    def stop(self, timeout=15.0):
+        """SIGTERM, wait for the exit, collect the remaining output."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout)
+        while True:
+            line = self._new.get(timeout=timeout)
+            if line is None:
+                break
+            self.lines.append(line)
+        return self.process.returncode
+
+
+def write_config(directory, services, server=None, applications=APPS):
+    """A one-file config on an ephemeral loopback port; returns its path."""
+    config = {"server": {"ip": "127.0.0.1", "port": 0, **(server or {})},
+              "directories": {"applications": str(applications)},
+              "services": services}
+    path = Path(directory) / "lapps.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def reactive(target, **extra):
+    """A reactive service descriptor."""
+    return {"standalone": False, "auto_start": True, "instances": 1, "protocol": "raw",
+            "request_target": target, "max_inbound_message_size": 16 * 1024 * 1024, **extra}
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """``start_server(services, server=None, applications=APPS)`` → a running
+    :class:`Server`; every server started is stopped after the test."""
+    started = []
+
+    def start(services, server=None, applications=APPS, env=None):
+        s = Server(write_config(tmp_path, services, server, applications), env)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        if s.process.poll() is None:
+            s.process.kill()
+            s.process.wait()
+
+
+@pytest.fixture
+def echo_server(start_server):
+    return start_server({"echo": reactive("/echo", instances=4)})
