@@ -88,12 +88,14 @@ class LAppSService(MultiService):
         for service in self.reactive:
             service.setServiceParent(self)
         routes = {s.config.request_target: s for s in self.reactive}
-        factory = LAppSServerFactory(routes, self.connections,
-                                     auto_fragment=cfg.server["workers"]["auto_fragment"])
+        workers = cfg.server["workers"]
+        factory = LAppSServerFactory(
+            routes, self.connections, auto_fragment=workers["auto_fragment"],
+            max_connections=max(1, workers["workers"]) * workers["max_connections"])
         scheme = "wss" if cfg.server["tls"] else "ws"
         self.listener = ListenerService(_endpoint(cfg.server, cfg, reactor), factory,
                                         f"{scheme}://{cfg.server['ip']}:{cfg.server['port']}",
-                                        reactor)
+                                        reactor, tls=cfg.server["tls"])
         self.listener.setServiceParent(self)
 
     def startService(self):

@@ -24,16 +24,16 @@ _LISTENING = re.compile(r"listening on \S+ \((.*):(\d+)\)")
 class Server:
     """A running ``twistd -n lapps`` whose output lines can be awaited."""
 
-    def __init__(self, config_path, env=None):
+    def __init__(self, config_path, env=None, argv=None, listening=_LISTENING):
         self.config_path = config_path
         self.lines = []
         self._new = queue.Queue()
         self.process = subprocess.Popen(
-            TWISTD + ["-n", "--pidfile=", "lapps", "--config", str(config_path)],
+            argv or TWISTD + ["-n", "--pidfile=", "lapps", "--config", str(config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
             env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
         threading.Thread(target=self._read, daemon=True).start()
-        match = self.wait_for(_LISTENING)
+        match = self.wait_for(listening)
         self.host, self.port = match.group(1), int(match.group(2))
 
     def _read(self):

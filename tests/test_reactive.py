@@ -273,3 +273,25 @@ def test_a_service_whose_onstart_fails_answers_503(start_server):
     server.wait_for(r"Lua error in nostart\[0\]\.onStart")
     response = run(raw_request(server.port, upgrade_request("/nostart")))
     assert response.startswith("HTTP/1.1 503 ")
+
+
+def test_connections_over_the_limit_get_403(start_server):
+    """LAppS's limit: workers × max_connections connections, then 403."""
+    server = start_server({"probe": reactive("/probe")}, applications=TEST_APPS,
+                          server={"workers": {"workers": 1, "max_connections": 2}})
+
+    async def go():
+        first = await websockets.connect(server.url("/probe"))
+        second = await websockets.connect(server.url("/probe"))
+        refused = await raw_request(server.port, upgrade_request("/probe"))
+        await first.close()
+        server.wait_for(r"probe::onDisconnect ")
+        third = await websockets.connect(server.url("/probe"))
+        reply = await ask(third, "again")
+        await second.close()
+        await third.close()
+        return refused, reply
+
+    refused, reply = run(go())
+    assert refused.startswith("HTTP/1.1 403 Forbidden\r\n")
+    assert reply == "again"

@@ -35,6 +35,8 @@ class LAppSServerProtocol(WebSocketServerProtocol):
         self.factory.forget(self)
 
     def onConnect(self, request):
+        if len(self.factory.protocols) > self.factory.max_connections:
+            raise ConnectionDeny(403, "the server is at its connection limit")
         service = self.factory.routes.get(request.path)
         if service is None:
             raise ConnectionDeny(404, f"no service at {request.path}")
@@ -129,9 +131,10 @@ class LAppSServerFactory(WebSocketServerFactory):
     protocol = LAppSServerProtocol
     noisy = False
 
-    def __init__(self, routes, connections, auto_fragment=False):
+    def __init__(self, routes, connections, auto_fragment=False, max_connections=10000):
         super().__init__(server="lapps")
         self.routes = routes
+        self.max_connections = max_connections
         self.connections = connections
         self.protocols = set()
         self._drained = []

@@ -14,9 +14,9 @@ class ListenerService(Service):
     name = "listener"
     drain_timeout = 5.0
 
-    def __init__(self, endpoint, factory, description, clock):
+    def __init__(self, endpoint, factory, description, clock, tls=False):
         self.endpoint, self.factory = endpoint, factory
-        self.description, self.clock = description, clock
+        self.description, self.clock, self.tls = description, clock, tls
         self.listening = None
         self.port = None
 
@@ -32,7 +32,7 @@ class ListenerService(Service):
         self.port = port
         host = port.getHost()
         log.info("listening on {description} ({host}:{port})", lapps_event="listener.up",
-                 description=self.description, host=host.host, port=host.port)
+                 description=self.description, host=host.host, port=host.port, tls=self.tls)
         return port
 
     @inlineCallbacks
