@@ -163,9 +163,11 @@ def assert_echoes(url, ctx, messages=(b"ping", "pong")):
 
 # --- wss echo ----------------------------------------------------------------
 
-@pytest.mark.parametrize("message", [b"", binary(125), binary(MiB), "", text(300), text(MiB)],
-                         ids=["binary-empty", "binary-125", "binary-1MiB",
-                              "text-empty", "text-300", "text-1MiB"])
+SIZES = [0, 125, 126, 64 * 1024, MiB, 16 * MiB]
+
+
+@pytest.mark.parametrize("message", [make(n) for make in (binary, text) for n in SIZES],
+                         ids=[f"{kind}-{n}" for kind in ("binary", "text") for n in SIZES])
 def test_wss_echo_verified_against_the_generated_ca(start_server, pki, tmp_path, message):
     """Certificate paths relative to the config's folder (twistd runs in the
     repo, so they only resolve if lapps resolves them against the config)."""
