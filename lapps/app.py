@@ -17,7 +17,9 @@ from lapps.lua.runtime import LuaStartError
 from lapps.protocols.server import LAppSServerFactory
 from lapps.schema import pointer
 from lapps.services.listener import ListenerService
+from lapps.services.bcast import Broadcasts
 from lapps.services.reactive import ReactiveService
+from lapps.services.standalone import StandaloneService
 
 log = Logger(namespace="lapps")
 
@@ -75,22 +77,33 @@ class LAppSService(MultiService):
             from twisted.internet import reactor
         self.config = cfg = _as_config(config)
         self.connections = {}
-        self.reactive = []
+        self.broadcasts = Broadcasts(self.connections, reactor)
+        self.broadcasts.setServiceParent(self)
+        self.lua_services = []
         problems = []
         for name in services_to_start(cfg):
+            service = cfg.services[name]
             try:
-                self.reactive.append(
-                    ReactiveService(cfg.services[name], cfg.lua_path, self.connections))
+                if service.standalone:
+                    built = StandaloneService(service, cfg.lua_path, self.broadcasts, reactor)
+                else:
+                    built = ReactiveService(service, cfg.lua_path, self.connections,
+                                            self.broadcasts, reactor)
             except LuaStartError as e:
                 problems.append(f"{cfg.source}: {pointer('/services', name)}: {e}")
+            else:
+                self.lua_services.append(built)
         if problems:
             raise configuration.ConfigError(problems)
-        for service in self.reactive:
+        by_name = {s.name: s for s in self.lua_services}
+        for service in self.lua_services:
+            service.dependencies = [by_name[d] for d in service.config.depends
+                                    if d in by_name and d != service.name]
             service.setServiceParent(self)
-        routes = {s.config.request_target: s for s in self.reactive}
+        routes = {s.config.request_target: s for s in self.lua_services if not s.config.standalone}
         workers = cfg.server["workers"]
         factory = LAppSServerFactory(
-            routes, self.connections, auto_fragment=workers["auto_fragment"],
+            routes, self.connections, self.broadcasts, auto_fragment=workers["auto_fragment"],
             max_connections=max(1, workers["workers"]) * workers["max_connections"])
         scheme = "wss" if cfg.server["tls"] else "ws"
         self.listener = ListenerService(_endpoint(cfg.server, cfg, reactor), factory,
@@ -105,8 +118,9 @@ class LAppSService(MultiService):
     @inlineCallbacks
     def stopService(self):
         """Stop accepting and close every connection (each gets its
-        ``onDisconnect``) before the services shut down."""
+        ``onDisconnect``) before the services shut down, in reverse order
+        of their start (a service stops before what it depends on)."""
         Service.stopService(self)
         yield self.listener.stopService()
-        for service in reversed(self.reactive):
+        for service in reversed(self.lua_services):
             yield service.stopService()

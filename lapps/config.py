@@ -13,12 +13,13 @@ import os
 from dataclasses import dataclass, field
 
 from lapps import tls
+from lapps.lua.modules import PRELOAD
 from lapps.schema import Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
 
 MiB = 1024 * 1024
 
-#: Modules a service may name in ``preload``; this version provides none yet.
-PRELOADABLE: frozenset = frozenset()
+#: Modules a service may name in ``preload`` (LAppS also had pam_auth, mqr, cws).
+PRELOADABLE = frozenset(PRELOAD)
 
 
 def _parses(parse):
@@ -81,6 +82,7 @@ SERVICE = Object({
     "proto_alias": Scalar(str, None, test=bool, expect="a non-empty string"),
     "name": Scalar(str, None),
     "max_memory": Scalar(int, 128 * MiB, minimum=1 * MiB),
+    "stop_timeout": Scalar(float, 5.0, minimum=0),
 })
 
 DIRECTORIES = Object({
@@ -116,6 +118,7 @@ class ServiceConfig:
     extra_headers: dict
     proto_alias: str | None
     max_memory: int
+    stop_timeout: float
     directory: str
 
 
@@ -231,10 +234,7 @@ def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
     module = os.path.join(directory, f"{name}.lua")
     if not os.path.isfile(module):
         problems.add(source, where, f"no service module at {module}")
-    if standalone:
-        problems.add(source, pointer(where, kind_key),
-                     "standalone services are not supported by this version of lapps")
-    elif "request_target" not in desc:
+    if not standalone and "request_target" not in desc:
         problems.add(source, pointer(where, "request_target"), "required for a reactive service")
     for i, module_name in enumerate(checked["preload"]):
         if module_name not in PRELOADABLE:
@@ -247,7 +247,8 @@ def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
         depends=tuple(checked["depends"]), request_target=checked["request_target"],
         protocol=checked["protocol"], max_inbound_message_size=checked["max_inbound_message_size"],
         extra_headers=checked["extra_headers"], proto_alias=checked["proto_alias"],
-        max_memory=checked["max_memory"], directory=directory)
+        max_memory=checked["max_memory"], stop_timeout=checked["stop_timeout"],
+        directory=directory)
 
 
 def _check_acl(acl, source, where, problems):

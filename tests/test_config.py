@@ -214,8 +214,8 @@ BAD = [
                  id="bad-internal-reported-at-internal"),
     pytest.param(one_file({"echo": {"internal": True, "auto_start": True, "instances": 1}}),
                  None, ("echo",),
-                 [f"{E}: /services/echo/internal: standalone services are not supported by "
-                  "this version of lapps"], id="internal-true-reported-at-internal"),
+                 [f"{E}: /services/echo: module echo has no function init"],
+                 id="internal-true-is-standalone-so-needs-init"),
     pytest.param(one_file({"echo": service("/echo", preload=["nosuchmodule"])}), None, ("echo",),
                  [f"{E}: /services/echo/preload/0: module \"nosuchmodule\" is not provided by "
                   "this version of lapps"], id="unknown-preload-module"),
@@ -337,13 +337,10 @@ def test_legacy_internal_false_and_matching_standalone_are_accepted(tmp_path):
 
 
 def test_legacy_internal_true_means_standalone(tmp_path):
-    """``internal: true`` is read as ``standalone: true``, which this version refuses."""
+    """``internal: true`` is read as ``standalone: true`` (no request_target needed)."""
     lay_out(tmp_path, one_file({"echo": {"internal": True, "auto_start": True, "instances": 1}}))
-    with pytest.raises(configuration.ConfigError) as e:
-        configuration.load(str(tmp_path / "lapps.json"), environ={})
-    [line] = e.value.lines
-    assert line.startswith(f"{tmp_path / 'lapps.json'}: /services/echo/")
-    assert line.endswith(": standalone services are not supported by this version of lapps")
+    cfg = configuration.load(str(tmp_path / "lapps.json"), environ={})
+    assert cfg.services["echo"].standalone is True
 
 
 def test_self_dependency_is_skipped_not_a_cycle(tmp_path):

@@ -70,3 +70,39 @@ def protected(runtime, module, name: str):
     """A Python-callable wrapper of ``module.name`` that returns
     ``(True, result...)`` or ``(False, traceback)`` and never raises a Lua error."""
     return runtime.execute(_PROTECTED_CALL, module, name.encode())
+
+
+_DISPATCHER = b"""
+local module
+local xpcall, traceback, tostring = xpcall, debug.traceback, tostring
+local yield, resume, running = coroutine.yield, coroutine.resume, coroutine.running
+local function report(e) return traceback(tostring(e), 2) end
+local co = coroutine.create(function(name, a, b, c)
+  while true do
+    name, a, b, c = yield("done", xpcall(module[name], report, a, b, c))
+  end
+end)
+local function step(...) return resume(co, ...) end
+local function suspend(kind, arg)
+  if running() ~= co then
+    error("a blocking call cannot run here (only directly in the service's callbacks, "
+          .. "not inside a coroutine of its own)", 3)
+  end
+  return yield("suspend", kind, arg)
+end
+local function bind(m) module = m end
+return step, suspend, bind
+"""
+
+
+def dispatcher(runtime):
+    """The long-lived coroutine that runs a reactive instance's callbacks.
+
+    Returns ``(step, suspend, bind)``; ``bind(module)`` names the service
+    module (made before it is loaded, so that its modules can block).
+    ``step(name, a, b, c)`` runs ``module[name]``
+    and returns ``(True, "done", ok, value...)``, or ``(True, "suspend", kind,
+    arg)`` when the callback made a blocking call through ``suspend``; the
+    next ``step(result...)`` resumes it with that call's result.
+    """
+    return runtime.execute(_DISPATCHER)

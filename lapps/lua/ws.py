@@ -1,20 +1,24 @@
 """The ``ws`` module of reactive services: send to and close connections by
 their handler. The path is chosen by argument count, as in LAppS: three
-arguments after self send a raw frame, two send a LAppS-protocol object."""
+arguments after self send a raw frame, two send a LAppS-protocol object
+(validated and CBOR-encoded, see :mod:`lapps.protocols.messages`)."""
 
 from autobahn.websocket.protocol import WebSocketProtocol
+
+from lapps.lua.nljson import NlJsonError
+from lapps.protocols import messages
 
 CLOSE_CODES = frozenset(WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED) | frozenset(range(3000, 5000))
 
 _WS = b"""
-local send_raw, close = ...
+local send_raw, send_lapps, close = ...
 local select = select
 local ws = {}
 function ws:send(...)
   local n = select("#", ...)
   if n == 3 then return send_raw(...) end
-  if n == 2 then return false, "LAppS-protocol messages are not supported by this version of lapps" end
-  return false, "usage: ws:send(handler, opcode, data)"
+  if n == 2 then return send_lapps(...) end
+  return false, "usage: ws:send(handler, opcode, data) or ws:send(handler, nljson_object)"
 end
 function ws:close(handler, code, reason)
   return close(handler, code, reason)
@@ -22,25 +26,46 @@ end
 return ws
 """
 
+CLOSED = (False, b"no open connection with this handler")
+INVALID = b"An attempt to send an invalid LAppS-protocol message: "
 
-def _closed():
-    return False, b"no open connection with this handler"
+
+def lapps_payload(nljson, obj, check=messages.outbound_problem):
+    """``(payload, None)`` for a valid outbound LAppS message, else ``(None, why)``."""
+    try:
+        message = nljson.to_python(obj)
+    except NlJsonError as e:
+        return None, INVALID + str(e).encode()
+    problem = check(message)
+    if problem is not None:
+        return None, INVALID + problem.encode()
+    return messages.encode(message), None
 
 
-def install(runtime, connections):
-    """Create the ``ws`` global in ``runtime``; ``connections`` maps live
-    handler ids to their protocol (see :mod:`lapps.protocols.server`)."""
+def install(context):
+    """Create the ``ws`` global; ``context.connections`` maps live handler
+    ids to their protocol (see :mod:`lapps.protocols.server`)."""
+    connections, nljson = context.connections, context.nljson
 
     def send_raw(handler, opcode, data):
         connection = connections.get(handler)
         if connection is None:
-            return _closed()
+            return CLOSED
         return connection.send_raw(opcode, data)
+
+    def send_lapps(handler, obj):
+        connection = connections.get(handler)
+        if connection is None:
+            return CLOSED
+        payload, problem = lapps_payload(nljson, obj)
+        if problem is not None:
+            return False, problem
+        return connection.send_raw(2, payload)
 
     def close(handler, code, reason):
         connection = connections.get(handler)
         if connection is None:
-            return _closed()
+            return CLOSED
         if code not in CLOSE_CODES or isinstance(code, bool):
             return False, b"close code must be 1000-1003, 1007-1013 or 3000-4999"
         if reason is not None:
@@ -52,4 +77,5 @@ def install(runtime, connections):
                 return False, b"close reason must be valid UTF-8"
         return connection.close_with(int(code), reason)
 
-    runtime.globals()[b"ws"] = runtime.execute(_WS, send_raw, close)
+    runtime = context.runtime
+    runtime.globals()[b"ws"] = runtime.execute(_WS, send_raw, send_lapps, close)

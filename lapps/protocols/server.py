@@ -44,6 +44,8 @@ class LAppSServerProtocol(WebSocketServerProtocol):
         if instance is None:
             raise ConnectionDeny(503, f"service {service.name} has no running instance")
         self.instance, self.target = instance, request.path
+        self.deliver = instance.lapps_message if service.config.protocol == "LAppS" \
+            else instance.raw_message
         self.maxMessagePayloadSize = self.maxFramePayloadSize = \
             service.config.max_inbound_message_size
         offered = service.config.proto_alias or service.config.protocol
@@ -60,13 +62,14 @@ class LAppSServerProtocol(WebSocketServerProtocol):
                  instance=self.instance.index)
 
     def onMessage(self, payload, isBinary):
-        self.instance.on_message(self, 2 if isBinary else 1, payload)
+        self.deliver(self, payload, isBinary)
 
     def onClose(self, wasClean, code, reason):
         handler = self.handler
         if handler is None or self.factory.connections.pop(handler, None) is None:
             return
-        self.instance.on_disconnect(handler)
+        self.factory.broadcasts.drop(handler)
+        self.instance.disconnect(handler)
         stats = self.trafficStats
         log.info("{peer} on {target} (handler {handler}) closed: code {code}, "
                  "{duration:.3f} s, {bytes_in} bytes in, {bytes_out} bytes out",
@@ -131,9 +134,10 @@ class LAppSServerFactory(WebSocketServerFactory):
     protocol = LAppSServerProtocol
     noisy = False
 
-    def __init__(self, routes, connections, auto_fragment=False, max_connections=10000):
+    def __init__(self, routes, connections, broadcasts, auto_fragment=False,
+                 max_connections=10000):
         super().__init__(server="lapps")
-        self.routes = routes
+        self.routes, self.broadcasts = routes, broadcasts
         self.max_connections = max_connections
         self.connections = connections
         self.protocols = set()

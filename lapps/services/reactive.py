@@ -1,29 +1,37 @@
 """Reactive Lua services: the instances that answer WebSocket clients.
 
 Every instance owns its own Lua runtime and runs inline on the reactor
-thread, so it handles its connections' events strictly in order. A
-connection is bound to one instance, round-robin, at handshake time.
+thread, inside one long-lived Lua coroutine. A blocking call (``nap``)
+suspends that coroutine while the reactor goes on; the instance's later
+events wait in its queue, so it handles them strictly in order, as LAppS's
+one-thread-per-instance did. Connections are bound to an instance,
+round-robin, at handshake time.
 """
 
+import collections
 import itertools
 
-from twisted.application.service import Service
-from lupa import lua_type as lupa_type
+from lupa import lua_type
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
-from lapps.lua import runtime as lua, ws
+from lapps.lua import modules, runtime as lua
+from lapps.lua.nljson import NlJsonError
+from lapps.protocols import messages
+from lapps.services.lua_service import LuaService
 
 log = Logger(namespace="lapps.service")
 
 CALLBACKS = ("onStart", "onMessage", "onDisconnect", "onShutdown")
+ON_START, ON_MESSAGE, ON_DISCONNECT, ON_SHUTDOWN = (name.encode() for name in CALLBACKS)
 
+#: What ``step`` returns when a callback ran and returned true: the hot path.
+_DONE_TRUE = (True, b"done", True, True)
 
-def _split(outcome):
-    """``(ok, first value)`` from what a protected call returned: lupa gives a
-    tuple for several Lua values and the bare value for one."""
-    if isinstance(outcome, tuple):
-        return outcome[0], outcome[1] if len(outcome) > 1 else None
-    return outcome, None
+_BLOCK = b"""
+local suspend = ...
+return function(seconds) return suspend("sleep", seconds) end
+"""
 
 
 def _lua_shown(value):
@@ -32,87 +40,170 @@ def _lua_shown(value):
         return {None: "nil", False: "false", True: "true"}[value]
     if isinstance(value, (int, float)):
         return repr(value)
-    return "a string" if isinstance(value, bytes) else "a " + lupa_type(value)
+    return "a string" if isinstance(value, bytes) else "a " + lua_type(value)
 
 
 class Instance:
-    """One Lua state of a reactive service and its four callbacks."""
+    """One Lua state of a reactive service, its queue and its coroutine."""
 
-    def __init__(self, service, index, runtime, module):
-        self.service, self.index = service, index
-        self.runtime, self.module = runtime, module
+    def __init__(self, service, index, clock):
+        config = service.config
+        self.service, self.index, self.clock = service, index, clock
+        self.runtime = lua.new_runtime(config.max_memory, service.lua_path)
+        self._step, suspend, bind = lua.dispatcher(self.runtime)
+        context = modules.Context(self.runtime, standalone=False, protocol=config.protocol,
+                                  connections=service.connections,
+                                  broadcasts=service.broadcasts,
+                                  block=self.runtime.execute(_BLOCK, suspend))
+        modules.install(context, config.preload)
+        self.nljson = context.nljson
+        bind(lua.load_module(self.runtime, config.name, CALLBACKS))
         self.healthy = False
-        self._on_start, self._on_message, self._on_disconnect, self._on_shutdown = (
-            lua.protected(runtime, module, name) for name in CALLBACKS)
+        self.busy = False
+        self.stopping = False
+        self._queue = collections.deque()
+        self._current = None
+        self._sleep = None
+        self._shutdown = None
 
-    def start(self):
-        ok, error = _split(self._on_start())
-        self.healthy = ok
-        if ok:
-            log.info("service {service} instance {instance} started",
-                     lapps_event="instance.start", service=self.service.name, instance=self.index)
+    # Events in.
+
+    def post(self, callback, connection, *args):
+        """Run ``callback(*args)`` now, or after the events before it."""
+        if self.busy or callback is None:
+            self._queue.append((callback, connection, args))
+            if not self.busy:
+                self._drain()
+            return
+        self._current = (callback, connection)
+        outcome = self._step(callback, *args)
+        if outcome != _DONE_TRUE:
+            self._settle(outcome)
+        if self._queue and not self.busy:
+            self._drain()
+
+    def raw_message(self, connection, payload, is_binary):
+        self.post(ON_MESSAGE, connection, connection.handler, 2 if is_binary else 1, payload)
+
+    def lapps_message(self, connection, payload, is_binary):
+        """Classify a LAppS-protocol message (spec §4.3); bad input gets its
+        error reply in turn on the command channel, and never reaches Lua."""
+        if not is_binary:
+            connection.close_with(1003, b"LAppS-protocol messages are CBOR in binary frames")
+            return
+        try:
+            decoded = messages.decode(payload)
+            msg_type = messages.classify(decoded)
+            message = self.nljson.to_lua(decoded)
+        except messages.InvalidInput as e:
+            self.post(None, connection, e.reply())
+        except NlJsonError as e:
+            self.post(None, connection, messages.InvalidInput(
+                messages.INVALID_REQUEST, "Invalid request", str(e)).reply())
         else:
-            self.lua_error("onStart", error)
+            self.post(ON_MESSAGE, connection, connection.handler, msg_type, message)
 
-    def stop(self):
-        if self.healthy:
+    def disconnect(self, handler):
+        self.post(ON_DISCONNECT, None, handler)
+
+    # Running them.
+
+    def _drain(self):
+        while self._queue and not self.busy:
+            callback, connection, args = self._queue.popleft()
+            if callback is None:  # a reply prepared in Python, kept in order
+                connection.send_raw(2, args[0])
+                continue
+            self._current = (callback, connection)
+            self._settle(self._step(callback, *args))
+
+    def _settle(self, outcome):
+        """Act on what the coroutine returned: a finished callback, or a
+        blocking call to carry out before resuming it."""
+        if outcome[0] is not True:
             self.healthy = False
-            ok, error = _split(self._on_shutdown())
-            if not ok:
-                self.lua_error("onShutdown", error)
-        log.info("service {service} instance {instance} stopped",
-                 lapps_event="instance.stop", service=self.service.name, instance=self.index)
-
-    def on_message(self, connection, opcode, payload):
-        """Deliver one whole message; a Lua error or a return other than true
-        closes this connection with 1011 and nothing else."""
-        outcome = self._on_message(connection.handler, opcode, payload)
-        if outcome != (True, True):
-            ok, result = _split(outcome)
-            if ok and result is True:
-                return
-            if ok:
-                result = f"onMessage returned {_lua_shown(result)} instead of true".encode()
-            self.lua_error("onMessage", result, connection.handler)
-            connection.close_with(1011, b"service error")
-
-    def on_disconnect(self, handler):
-        ok, error = _split(self._on_disconnect(handler))
+            self._report("dispatcher", outcome[1] if len(outcome) > 1 else None)
+            return
+        if outcome[1] == b"suspend":
+            self.busy = True
+            self._sleep = self.clock.callLater(0 if self.stopping else outcome[3], self._wake)
+            return
+        ok = outcome[2]
+        value = outcome[3] if len(outcome) > 3 else None
+        callback, connection = self._current
+        if callback == ON_MESSAGE and ok and value is not True:
+            ok, value = False, f"onMessage returned {_lua_shown(value)} instead of true".encode()
         if not ok:
-            self.lua_error("onDisconnect", error, handler)
+            self._report(callback.decode(), value, connection and connection.handler)
+            if callback == ON_MESSAGE:
+                connection.close_with(1011, b"service error")
+        if callback == ON_START:
+            self.healthy = ok
+            self.service.instance_started()
+            if ok:
+                log.info("service {service} instance {instance} started",
+                         lapps_event="instance.start", service=self.service.name,
+                         instance=self.index)
+        elif callback == ON_SHUTDOWN:
+            self._shutdown.callback(None)
 
-    def lua_error(self, callback, traceback, handler=None):
+    def _wake(self):
+        self._sleep = None
+        self.busy = False
+        self._settle(self._step(None))
+        if not self.busy:
+            self._drain()
+
+    def _report(self, callback, traceback, handler=None):
         if isinstance(traceback, bytes):
             traceback = traceback.decode("utf-8", "replace")
         log.error("Lua error in {service}[{instance}].{callback} (handler {handler}):\n{traceback}",
                   lapps_event="lua.error", service=self.service.name, instance=self.index,
                   callback=callback, handler=handler, traceback=traceback)
 
+    # Life.
 
-class ReactiveService(Service):
+    def start(self):
+        self.post(ON_START, None)
+
+    def stop(self):
+        """Run ``onShutdown`` after the queued events; a pending sleep ends
+        at once. The Deferred fires when it has run."""
+        self.stopping = True
+        if self._sleep is not None and self._sleep.active():
+            self._sleep.reset(0)
+        self._shutdown = Deferred()
+        self._shutdown.addCallback(self._stopped)
+        if self.healthy:
+            self.healthy = False
+            self.post(ON_SHUTDOWN, None)
+        else:
+            self._shutdown.callback(None)
+        return self._shutdown
+
+    def _stopped(self, _):
+        log.info("service {service} instance {instance} stopped",
+                 lapps_event="instance.stop", service=self.service.name, instance=self.index)
+
+
+class ReactiveService(LuaService):
     """A named reactive service: ``instances`` Lua states loaded up front
     (so a broken module is a start-up error), started with the server."""
 
-    def __init__(self, config, lua_path, connections):
-        self.name = config.name
-        self.config = config
-        self.instances = []
-        for index in range(config.instances):
-            runtime = lua.new_runtime(config.max_memory, lua_path)
-            ws.install(runtime, connections)
-            module = lua.load_module(runtime, config.name, CALLBACKS)
-            self.instances.append(Instance(self, index, runtime, module))
+    def __init__(self, config, lua_path, connections, broadcasts, clock):
+        super().__init__(config)
+        self.lua_path = lua_path
+        self.connections, self.broadcasts = connections, broadcasts
+        self.instances = [Instance(self, index, clock) for index in range(config.instances)]
         self._turn = itertools.cycle(self.instances)
 
-    def startService(self):
-        super().startService()
+    def start_instances(self):
         for instance in self.instances:
             instance.start()
 
     def stopService(self):
         super().stopService()
-        for instance in self.instances:
-            instance.stop()
+        return DeferredList([instance.stop() for instance in self.instances])
 
     def pick(self):
         """The next healthy instance in round-robin order, or None."""

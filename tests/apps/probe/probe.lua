@@ -34,6 +34,9 @@ function probe.onMessage(handler, opcode, message)
     return reply(handler, tostring(ok) .. " " .. tostring(err))
   elseif cmd == "python" then
     return reply(handler, type(python) .. " " .. type(ws.send))
+  elseif cmd == "globals" then
+    return reply(handler, "ws=" .. type(ws) .. " bcast=" .. type(bcast) .. " nljson=" .. type(nljson)
+                 .. " must_stop=" .. type(must_stop) .. " nap=" .. type(nap))
   end
   return ws:send(handler, opcode, message)
 end

@@ -1,0 +1,203 @@
+"""The ``nljson`` module: JSON values as Lua userdata (spec section 6.1).
+
+The Lua side (``nljson.lua``) owns the representation; this module installs
+it into a runtime and converts between its values and Python JSON-like values
+on the per-message path of the LAppS protocol:
+
+* Python -> Lua: the value is flattened into one list (scalars, markers and
+  counts for containers), sent as one Lua table, and rebuilt by a Lua loop.
+* Lua -> Python: Lua writes compact JSON text, which the C JSON scanner reads.
+
+Both cost a few microseconds for a typical LAppS request (see the report in
+``tests/test_nljson.py``'s docstring for the measuring command).
+"""
+
+import io
+import json
+import json.scanner
+import math
+from pathlib import Path
+
+import cbor2
+
+_SOURCE = Path(__file__).with_name("nljson.lua").read_bytes()
+
+_LOAD = b"""
+local source = ...
+return assert(loadstring(source, "@nljson.lua"))(select(2, ...))
+"""
+
+_INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63
+_MAX_ARGS = 1000  # flat values up to this size go to Lua as call arguments
+
+# Reads JSON text written by nljson.lua: always one valid, compact document.
+_scan = json.scanner.make_scanner(json.JSONDecoder())
+
+
+class NlJsonError(ValueError):
+    """A value cannot be converted between Python and nljson."""
+
+
+def _number(x):
+    """An int Lua can hold (lupa raises on ints beyond 64 bits)."""
+    if _INT_MIN <= x < _INT_MAX:
+        return x
+    try:
+        return float(x)
+    except OverflowError:
+        raise NlJsonError(f"integer {x} is too large for a JSON number") from None
+
+
+def _flatten(value, append, obj, arr, null, type=type, str=str, int=int, float=float,
+             bool=bool, bytes=bytes, dict=dict, list=list, lo=_INT_MIN, hi=_INT_MAX):
+    """Append ``value`` to a flat list: scalars as Lua takes them, None as
+    ``null``, a dict as ``obj``, its size, then key, value pairs, a list as
+    ``arr``, its size, then its items. Keeps the common cases inline."""
+    t = type(value)
+    if t is dict:
+        append(obj)
+        append(len(value))
+        for key, item in value.items():
+            if type(key) is not str:
+                raise NlJsonError(f"object keys must be strings, got {type(key).__name__}")
+            append(key.encode())
+            ti = type(item)
+            if ti is str:
+                append(item.encode())
+            elif ti is int and lo <= item < hi or ti is float or ti is bool or ti is bytes:
+                append(item)
+            elif item is None:
+                append(null)
+            else:
+                _flatten(item, append, obj, arr, null)
+    elif t is list:
+        append(arr)
+        append(len(value))
+        for item in value:
+            ti = type(item)
+            if ti is str:
+                append(item.encode())
+            elif ti is int and lo <= item < hi or ti is float or ti is bool or ti is bytes:
+                append(item)
+            elif item is None:
+                append(null)
+            else:
+                _flatten(item, append, obj, arr, null)
+    elif t is str:
+        append(value.encode())
+    elif t is int:
+        append(_number(value))
+    elif t is float or t is bool or t is bytes:
+        append(value)
+    elif value is None:
+        append(null)
+    elif isinstance(value, dict):           # subclasses of the accepted types
+        _flatten(dict(value), append, obj, arr, null)
+    elif isinstance(value, list):
+        _flatten(list(value), append, obj, arr, null)
+    elif isinstance(value, str):
+        append(str.encode(value))
+    elif isinstance(value, int):
+        append(_number(int(value)))
+    elif isinstance(value, float):
+        append(float(value))
+    elif isinstance(value, bytes):
+        append(bytes(value))
+    else:
+        raise NlJsonError(f"cannot convert {type(value).__name__} to JSON")
+
+
+class NlJson:
+    """The ``nljson`` global of one runtime and the Python conversions for it."""
+
+    def __init__(self, runtime):
+        self._runtime = runtime
+        self._table_from = runtime.table_from
+        module, internals = runtime.execute(_LOAD, _SOURCE, self._py_to_cbor, self._py_from_cbor)
+        runtime.globals()[b"nljson"] = module
+        self.module = module
+        self._to_json = internals[b"to_json"]
+        self._from_flat = internals[b"from_flat"]
+        self._from_args = internals[b"from_args"]
+        self._is_nljson = internals[b"is_nljson"]
+        self._null = internals[b"NULL"]
+        self._obj = internals[b"OBJ_MARK"]
+        self._arr = internals[b"ARR_MARK"]
+        self._lua_object_types = type(module).__mro__[1]  # lupa's _LuaObject
+
+    # ---------------------------------------------------------------- Python -> Lua
+
+    def _flat(self, value):
+        out = []
+        try:
+            _flatten(value, out.append, self._obj, self._arr, self._null)
+        except UnicodeEncodeError as e:
+            raise NlJsonError(f"string is not encodable as UTF-8: {e.reason}") from None
+        except RecursionError:
+            raise NlJsonError("value is nested too deeply") from None
+        return out
+
+    def to_lua(self, value):
+        """The nljson value (a Lua userdata) holding a copy of ``value``: dicts
+        with str keys, lists, str, bytes (a Lua string), int, float, bool, None."""
+        flat = self._flat(value)
+        if len(flat) <= _MAX_ARGS:          # arguments are cheaper than table_from
+            return self._from_args(*flat)
+        return self._from_flat(self._table_from(flat))
+
+    # ---------------------------------------------------------------- Lua -> Python
+
+    def to_python(self, value):
+        """The Python value of an nljson value, a Lua table (converted as by
+        assignment) or a Lua scalar. Integral numbers come out as int, others
+        as float, non-finite ones as None; strings must be valid UTF-8."""
+        if isinstance(value, self._lua_object_types):
+            text = self._to_json(value)
+            if type(text) is not bytes:
+                raise NlJsonError(text[1].decode("utf-8", "replace"))
+            return _scan(text.decode("utf-8"), 0)[0]
+        if value is None or value is True or value is False:
+            return value
+        t = type(value)
+        if t is bytes:
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise NlJsonError("string is not valid UTF-8") from None
+        if t is int or t is str:
+            return value
+        if t is float:
+            if not math.isfinite(value):
+                return None
+            return int(value) if value.is_integer() and _INT_MIN <= value < _INT_MAX else value
+        raise NlJsonError(f"not a Lua value: {type(value).__name__}")
+
+    def is_nljson(self, value):
+        """Whether ``value`` (as lupa returned it from Lua) is an nljson value."""
+        if not isinstance(value, self._lua_object_types):
+            return False
+        return self._is_nljson(value)
+
+    # ---------------------------------------------------------------- CBOR, called from Lua
+
+    def _py_to_cbor(self, text):
+        try:
+            return cbor2.dumps(_scan(text.decode("utf-8"), 0)[0])
+        except Exception as e:  # reported to Lua as an error, never raised through it
+            return None, f"{type(e).__name__}: {e}".encode()
+
+    def _py_from_cbor(self, data):
+        try:
+            stream = io.BytesIO(data)
+            value = cbor2.CBORDecoder(stream).decode()
+            if stream.tell() != len(data):
+                return None, b"unexpected data after the CBOR item"
+            return self._table_from(self._flat(value))
+        except Exception as e:
+            return None, f"{type(e).__name__}: {e}".encode()
+
+
+def install(runtime):
+    """Create the global ``nljson`` in a lupa runtime made by
+    :func:`lapps.lua.runtime.new_runtime`; return its :class:`NlJson`."""
+    return NlJson(runtime)

@@ -1,0 +1,78 @@
+"""The process-wide broadcast channels behind the ``bcast`` Lua module.
+
+Channels and subscriptions may be touched from any thread (standalone
+instances run in their own); frames are written on the reactor thread. A
+message is framed once and written to every subscriber; a subscriber that
+reads slowly only grows its own transport buffer, so it delays no one.
+"""
+
+import threading
+
+from autobahn.websocket.protocol import PreparedMessage
+from twisted.application.service import Service
+from twisted.python.threadable import isInIOThread
+
+
+class Broadcasts(Service):
+    """Channel id → subscribed handlers, and each handler's channels, so a
+    closed connection leaves all of them at once."""
+
+    name = "bcast"
+
+    def __init__(self, connections, reactor):
+        self._connections, self._reactor = connections, reactor
+        self._lock = threading.Lock()
+        self._channels = {}
+        self._memberships = {}
+
+    def exists(self, channel):
+        return channel in self._channels
+
+    def create(self, channel):
+        with self._lock:
+            self._channels.setdefault(channel, set())
+        return True
+
+    def subscribe(self, channel, handler):
+        with self._lock:
+            subscribers = self._channels.get(channel)
+            if subscribers is None:
+                return False, b"Broadcast with id %d is not found" % channel
+            if handler not in self._connections:
+                return False, b"no open connection with this handler"
+            subscribers.add(handler)
+            self._memberships.setdefault(handler, set()).add(channel)
+        return True
+
+    def unsubscribe(self, channel, handler):
+        with self._lock:
+            subscribers = self._channels.get(channel)
+            if subscribers is None:
+                return False, b"Broadcast with id %d is not found" % channel
+            subscribers.discard(handler)
+            self._memberships.get(handler, set()).discard(channel)
+        return True
+
+    def subscribers(self, channel):
+        with self._lock:
+            return frozenset(self._channels.get(channel, ()))
+
+    def drop(self, handler):
+        """A connection closed: it leaves every channel."""
+        with self._lock:
+            for channel in self._memberships.pop(handler, ()):
+                self._channels[channel].discard(handler)
+
+    def publish(self, channel, payload: bytes):
+        if isInIOThread():
+            self._deliver(channel, payload)
+        else:
+            self._reactor.callFromThread(self._deliver, channel, payload)
+
+    def _deliver(self, channel, payload):
+        frame = PreparedMessage(payload, True, False, True)
+        connections = self._connections
+        for handler in self.subscribers(channel):
+            connection = connections.get(handler)
+            if connection is not None and connection.state == connection.STATE_OPEN:
+                connection.sendPreparedMessage(frame)

@@ -1,0 +1,48 @@
+"""What reactive and standalone services share: a service starts its
+instances only once every service it ``depends`` on is ready (its
+instances have run ``onStart`` or ``init``)."""
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+
+
+class LuaService(Service):
+    """A named Lua service; subclasses start instances and say when they are ready."""
+
+    def __init__(self, config):
+        self.name = config.name
+        self.config = config
+        self.dependencies = []
+        self.instances = []
+        self._ready = False
+        self._waiting = []
+
+    def when_ready(self):
+        """A Deferred that fires once this service's instances have started."""
+        d = Deferred()
+        if self._ready:
+            d.callback(None)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def became_ready(self):
+        self._ready = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def instance_started(self):
+        """Each instance calls this once its onStart/init has run."""
+        self._starting -= 1
+        if self._starting == 0:
+            self.became_ready()
+
+    def startService(self):
+        super().startService()
+        self._starting = len(self.instances)
+        DeferredList([d.when_ready() for d in self.dependencies]).addCallback(
+            lambda _: self.start_instances())
+
+    def start_instances(self):
+        raise NotImplementedError

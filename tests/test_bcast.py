@@ -1,0 +1,95 @@
+"""bcast: process-wide channels over real sockets."""
+
+import asyncio
+
+import cbor2
+import pytest
+import websockets
+
+from conftest import TEST_APPS, reactive
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server({"lprobe": reactive("/lprobe", protocol="LAppS", instances=3)},
+                        applications=TEST_APPS)
+
+
+def call(method, *params):
+    return cbor2.dumps({"lapps": 1, "method": method, "params": list(params)})
+
+
+async def subscribe(url, channel):
+    ws = await websockets.connect(url, max_size=None)
+    await ws.send(call("subscribe", channel))
+    assert cbor2.loads(await ws.recv())["result"] == [True]
+    return ws
+
+
+def test_every_subscriber_gets_every_message_once_and_in_order(server):
+    async def go():
+        subscribers = await asyncio.gather(*[subscribe(server.url("/lprobe"), 77) for _ in range(100)])
+        publisher = await websockets.connect(server.url("/lprobe"))
+        await publisher.send(call("publish", 77, 20, "x" * 100))
+        received = await asyncio.gather(*[
+            asyncio.wait_for(_collect(ws, 20), 30) for ws in subscribers])
+        # the publisher got its response, and nothing more arrives anywhere
+        assert cbor2.loads(await publisher.recv())["result"] == [20]
+        for ws in subscribers + [publisher]:
+            await ws.send(call("classify"))
+            assert cbor2.loads(await ws.recv())["cid"] == 0
+            await ws.close()
+        return received
+
+    for messages in asyncio.run(go()):
+        assert messages == [{"cid": 7, "message": [i, "x" * 100]} for i in range(1, 21)]
+
+
+async def _collect(ws, count):
+    return [cbor2.loads(await ws.recv()) for _ in range(count)]
+
+
+def test_a_disconnected_subscriber_leaves_the_channel(server):
+    async def go():
+        leaving = await subscribe(server.url("/lprobe"), 5)
+        staying = await subscribe(server.url("/lprobe"), 5)
+        handler_line = await leaving.close()
+        server.wait_for(r"lprobe::onDisconnect ")
+        await staying.send(call("publish", 5, 1, "after"))
+        first = cbor2.loads(await staying.recv())
+        await staying.close()
+        return first
+
+    # the publish still reaches the one left, and the server logged no error
+    assert asyncio.run(go()) == {"cid": 7, "message": [1, "after"]}
+    assert server.count("Lua error") == 0 and server.count("Unhandled") == 0
+
+
+def test_a_subscriber_that_stops_reading_does_not_delay_the_others(server):
+    """One subscriber never reads while 400 x 32 KiB (12.5 MiB) is broadcast;
+    a reading subscriber still gets every message."""
+    async def go():
+        stalled = await subscribe(server.url("/lprobe"), 9)
+        stalled.transport.pause_reading()
+        reader = await subscribe(server.url("/lprobe"), 9)
+        publisher = await websockets.connect(server.url("/lprobe"))
+        await publisher.send(call("publish", 9, 400, "y" * 32768))
+        got = await asyncio.wait_for(_collect(reader, 400), 60)
+        await reader.close()
+        await publisher.close()
+        stalled.transport.abort()
+        return [m["message"][0] for m in got]
+
+    assert asyncio.run(go()) == list(range(1, 401))
+
+
+def test_subscribing_to_a_missing_channel_fails_in_lua(start_server):
+    server = start_server({"lprobe": reactive("/lprobe", protocol="LAppS")}, applications=TEST_APPS)
+
+    async def go():
+        async with websockets.connect(server.url("/lprobe")) as ws:
+            await ws.send(call("publish", 424242, 1, "z"))
+            return cbor2.loads(await ws.recv())
+
+    assert asyncio.run(go())["result"] == [1]  # bcast:send on a missing channel is false, no error
+    assert server.count("Lua error") == 0
