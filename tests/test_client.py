@@ -298,7 +298,7 @@ def test_a_close_fails_pending_requests(start_server, tmp_path):
 
     outcomes, after = run(go())
     assert [type(o) for o in outcomes] == [ConnectionClosedError] * 3
-    for i, error in enumerate(outcomes):
+    for error in outcomes:
         assert error.code == 4000 and error.reason == "asked to close"
         assert "before the response to 'hang'" in str(error)
     assert after.code == 4000 and "cannot send 'hang'" in str(after)

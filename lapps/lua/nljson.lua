@@ -8,14 +8,18 @@ Representation
     type(obj) == "userdata" as in LAppS; all of them share one metatable.
     The userdata's node is its environment table (debug.setfenv): a container
     node itself, or a box holding a scalar. (A weak-keyed side table was
-    measured 4x slower and let a churning heap grow 400x past its live size
-    before the collector caught up, which a max_memory cap turns into errors.)
+    measured 4x slower, and with 300k short-lived values it let the heap reach
+    45 MiB for 0.1 MiB live before the collector caught up: a max_memory cap
+    turns that into "not enough memory".)
   * A node is a Lua table with the metatable OBJ (a JSON object: string keys)
     or ARR (a JSON array: dense 1..n), or a scalar (string, number, boolean)
     or the sentinel NULL. Inside containers JSON null is NULL too, so arrays
     never have holes and #node is exact. Internal tables never reach user code.
   * A nested container read from a parent is a new userdata on the same
     internal table: it aliases the parent (writes through it change the parent).
+  * All JSON text work (decode, encode, tostring) is done here in Lua, so it
+    never needs Python or its GIL (standalone services run in threads). Only
+    to_cbor and from_cbor call Python (cbor2).
 
 Choices where the spec is silent or says "undefined" (LAppS issue list §11.14)
   * Reading a missing key, an out-of-range or non-integral index, a string key
@@ -24,7 +28,10 @@ Choices where the spec is silent or says "undefined" (LAppS issue list §11.14)
   * Writing to a scalar or null value raises an error (nlohmann would turn a
     null into an object; LAppS never relied on it). Array indices below 1 or
     non-integral raise an error; writing past the end grows the array with nulls.
-  * Replacing a member detaches earlier aliases of it: they keep the old container.
+  * Replacing a member detaches earlier aliases of it: they keep the old
+    container (in nlohmann they would see the new value).
+  * Strings that are not valid UTF-8 can be stored (Lua strings are bytes);
+    encode, tostring, to_cbor and the conversion to Python raise on them.
   * Lua table conversion: keys that are all integers >= 1 make an array whose
     length is the largest key, holes becoming null; an empty table is [].
     Otherwise an object: string keys are kept, number keys are stringified as in
@@ -33,9 +40,10 @@ Choices where the spec is silent or says "undefined" (LAppS issue list §11.14)
     Non-finite numbers are stored as they are and encode as null.
   * #obj is the number of elements of an array or members of an object, 0 for
     null and 1 for other scalars (nlohmann's size()).
-  * Every library function except the numbers/strings it documents takes an
-    nljson value as its first argument and raises "nljson value expected"
-    otherwise.
+  * encode, encode_pretty, to_cbor, find, foreach, traverse, erase, empty and
+    typename raise "nljson value expected" for a first argument that is not an
+    nljson value (plain tables included); decode, decode_file and from_cbor
+    raise for a non-string argument.
   * foreach visits object members in key order (nlohmann keeps objects in a
     std::map), arrays in index order, and does nothing for scalars or null.
   * traverse reports the real 1-based index of array elements (LAppS always
@@ -54,9 +62,11 @@ Choices where the spec is silent or says "undefined" (LAppS issue list §11.14)
     garbage and NaN/Infinity literals. Duplicate keys: the last one wins.
   * encode_pretty(obj, indent): indent <= 0 gives the compact form; otherwise
     nlohmann's layout ("key": value, one member per line, [] and {} for empty).
-  * to_cbor writes integral numbers as CBOR integers and others as 64-bit floats
-    (the spec's §11.10 alternative); from_cbor rejects trailing bytes, non-string
-    map keys, tags and simple values other than true/false/null; byte strings
+  * to_cbor writes integral numbers in [-2^63, 2^63) as CBOR integers, other
+    finite numbers as 64-bit floats (the spec's §11.10 alternative), NaN and
+    infinities as null, maps with sorted keys. from_cbor rejects trailing
+    bytes, non-string map keys, undefined and other simple values, and tags
+    cbor2 does not turn into a number (bignums become numbers); byte strings
     become Lua strings.
 ]]
 
@@ -64,8 +74,8 @@ local py_to_cbor, py_from_cbor = ...
 
 local type, next, rawget, setmetatable, getmetatable = type, next, rawget, setmetatable, getmetatable
 local getfenv, setfenv, raw_getmetatable = debug.getfenv, debug.setfenv, debug.getmetatable
-local error, tostring, tonumber, newproxy, select = error, tostring, tonumber, newproxy, select
-local floor, huge = math.floor, math.huge
+local error, tostring, tonumber, newproxy, pcall = error, tostring, tonumber, newproxy, pcall
+local floor, huge, frexp, ldexp = math.floor, math.huge, math.frexp, math.ldexp
 local byte, char, find, format, sub, gsub, rep = string.byte, string.char, string.find, string.format, string.sub, string.gsub, string.rep
 local concat, sort, remove = table.concat, table.sort, table.remove
 local io_open = io.open
@@ -185,22 +195,34 @@ end
 
 ---------------------------------------------------------------- UTF-8, escaping
 
-local UTF8_SEQUENCES = {
-  "[\194-\223][\128-\191]",
-  "\224[\160-\191][\128-\191]",
-  "[\225-\236\238\239][\128-\191][\128-\191]",
-  "\237[\128-\159][\128-\191]",
-  "\240[\144-\191][\128-\191][\128-\191]",
-  "[\241-\243][\128-\191][\128-\191][\128-\191]",
-  "\244[\128-\143][\128-\191][\128-\191]",
-}
-
--- Each pattern starts with a lead byte, which is never a continuation byte,
--- and is replaced by an ASCII placeholder, so no false match can be formed.
+-- A byte loop: JIT-compiled it checks 4.5 KB of two-byte text in ~6 us, and
+-- even interpreted it beats seven gsub passes (~64 us against ~200 us).
+-- Callers test for bytes >= 128 first, so pure ASCII never gets here.
 local function valid_utf8(s)
-  if not find(s, "[\128-\255]") then return true end
-  for i = 1, #UTF8_SEQUENCES do s = gsub(s, UTF8_SEQUENCES[i], "x") end
-  return not find(s, "[\128-\255]")
+  local i, n = 1, #s
+  while i <= n do
+    local c = byte(s, i)
+    if c < 128 then
+      i = i + 1
+    elseif c >= 194 and c <= 223 then
+      local c2 = byte(s, i + 1)
+      if not c2 or c2 < 128 or c2 > 191 then return false end
+      i = i + 2
+    elseif c >= 224 and c <= 239 then
+      local c2, c3 = byte(s, i + 1, i + 2)
+      if not c3 or c2 < 128 or c2 > 191 or c3 < 128 or c3 > 191
+         or (c == 224 and c2 < 160) or (c == 237 and c2 > 159) then return false end
+      i = i + 3
+    elseif c >= 240 and c <= 244 then
+      local c2, c3, c4 = byte(s, i + 1, i + 3)
+      if not c4 or c2 < 128 or c2 > 191 or c3 < 128 or c3 > 191 or c4 < 128 or c4 > 191
+         or (c == 240 and c2 < 144) or (c == 244 and c2 > 143) then return false end
+      i = i + 4
+    else
+      return false
+    end
+  end
+  return true
 end
 
 local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
@@ -210,10 +232,11 @@ for c = 0, 31 do
   if not ESCAPES[ch] then ESCAPES[ch] = format("\\u%04x", c) end
 end
 
-local SPECIAL = '[%z\1-\31"\\\128-\255]'
+-- Anchored, so the pattern engine runs one pass (about 3x faster on long strings).
+local PLAIN = '^[^%z\1-\31"\\\128-\255]*$'
 
 local function put_string(buf, n, s)
-  if find(s, SPECIAL) then
+  if not find(s, PLAIN) then
     if not valid_utf8(s) then
       error("nljson: cannot encode a string that is not valid UTF-8", 0)
     end
@@ -323,6 +346,97 @@ local function encode_node(node)
   return concat(buf, "", 1, put_compact(buf, 0, node))
 end
 
+---------------------------------------------------------------- CBOR
+
+-- CBOR for Python (to_python, to_cbor): strings are length-prefixed, so they
+-- are copied, never scanned; cbor2 checks their UTF-8 in C. Integral numbers
+-- in [-2^63, 2^63) are integers, other finite numbers 64-bit floats, NaN and
+-- infinities null; maps have definite lengths and sorted keys, as cbor2 and
+-- nlohmann write them.
+
+local function u32(x)                     -- 4 big-endian bytes, 0 <= x < 2^32
+  return char(floor(x / 16777216), floor(x / 65536) % 256, floor(x / 256) % 256, x % 256)
+end
+
+local function cbor_head(major, x)        -- x integral, 0 <= x < 2^64
+  local m = major * 32
+  if x < 24 then return char(m + x) end
+  if x < 256 then return char(m + 24, x) end
+  if x < 65536 then return char(m + 25, floor(x / 256), x % 256) end
+  if x < 4294967296 then return char(m + 26) .. u32(x) end
+  local hi = floor(x / 4294967296)
+  return char(m + 27) .. u32(hi) .. u32(x - hi * 4294967296)
+end
+
+local function cbor_negative(x)           -- x integral, -2^63 <= x < 0: head(1, -1 - x)
+  if x > -2^53 then return cbor_head(1, -1 - x) end
+  local m = -x                            -- exact; -1 - x may not be
+  local hi = floor(m / 4294967296)
+  local lo = m - hi * 4294967296
+  if lo == 0 then hi, lo = hi - 1, 4294967295 else lo = lo - 1 end
+  return "\59" .. u32(hi) .. u32(lo)
+end
+
+local function cbor_double(x)             -- finite
+  local sign = 0
+  if x < 0 or (x == 0 and 1 / x < 0) then sign = 2147483648; x = -x end
+  local hi, lo = sign, 0
+  if x ~= 0 then
+    local mant, e = frexp(x)              -- x = mant * 2^e, 0.5 <= mant < 1
+    local biased, fraction = e + 1022, nil
+    if biased > 0 then
+      fraction = (mant * 2 - 1) * 4503599627370496        -- 52 fraction bits
+    else
+      fraction = ldexp(mant, e + 1074)    -- subnormal
+      biased = 0
+    end
+    local fhi = floor(fraction / 4294967296)
+    hi = sign + biased * 1048576 + fhi
+    lo = fraction - fhi * 4294967296
+  end
+  return "\251" .. u32(hi) .. u32(lo)
+end
+
+local function put_cbor(buf, n, v)
+  local t = type(v)
+  n = n + 1
+  if t == "string" then
+    buf[n] = cbor_head(3, #v)
+    n = n + 1; buf[n] = v
+  elseif t == "number" then
+    if v == floor(v) and v >= -2^63 and v < 2^63 then
+      buf[n] = v >= 0 and cbor_head(0, v) or cbor_negative(v)
+    elseif v == v and v ~= huge and v ~= -huge then
+      buf[n] = cbor_double(v)
+    else
+      buf[n] = "\246"
+    end
+  elseif t == "boolean" then
+    buf[n] = v and "\245" or "\244"
+  elseif v == NULL then
+    buf[n] = "\246"
+  elseif getmetatable(v) == ARR then
+    local len = #v
+    buf[n] = cbor_head(4, len)
+    for i = 1, len do n = put_cbor(buf, n, v[i]) end
+  else
+    local keys, len = sorted_keys(v)
+    buf[n] = cbor_head(5, len)
+    for i = 1, len do
+      local k = keys[i]
+      n = n + 1; buf[n] = cbor_head(3, #k)
+      n = n + 1; buf[n] = k
+      n = put_cbor(buf, n, v[k])
+    end
+  end
+  return n
+end
+
+local function cbor_node(node)
+  local buf = {}
+  return concat(buf, "", 1, put_cbor(buf, 0, node))
+end
+
 ---------------------------------------------------------------- decoding
 
 local function parse_error(s, i, what)
@@ -342,25 +456,28 @@ local function utf8_char(cp)
               0x80 + floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
 end
 
-local STRING_STOP = '["\\%z\1-\31]'
+-- Anchored runs of ordinary string bytes: one pattern pass, not one per position.
+local STRING_RUN = '^[^"\\%z\1-\31]*'
+local ASCII = '^[%z\1-\127]*$'
 
 local function parse_string(s, i)        -- s[i] is the opening quote
-  local j = find(s, STRING_STOP, i + 1)
-  if not j then parse_error(s, nil, "unterminated string") end
+  local _, e = find(s, STRING_RUN, i + 1)
+  local j = e + 1
   local str
   if byte(s, j) == 34 then
-    str = sub(s, i + 1, j - 1)
+    str = sub(s, i + 1, e)
   else
     local parts, np, start = {}, 0, i + 1
     while true do
-      j = find(s, STRING_STOP, start)
-      if not j then parse_error(s, nil, "unterminated string") end
+      _, e = find(s, STRING_RUN, start)
+      j = e + 1
       local c = byte(s, j)
+      if not c then parse_error(s, nil, "unterminated string") end
       np = np + 1; parts[np] = sub(s, start, j - 1)
       if c == 34 then break end
       if c ~= 92 then parse_error(s, j, "control character in string") end
-      local e = byte(s, j + 1)
-      if e == 117 then
+      local esc = byte(s, j + 1)
+      if esc == 117 then
         local hex = sub(s, j + 2, j + 5)
         local cp = find(hex, "^%x%x%x%x$") and tonumber(hex, 16)
         if not cp then parse_error(s, j, "bad \\u escape") end
@@ -378,7 +495,7 @@ local function parse_string(s, i)        -- s[i] is the opening quote
         end
         np = np + 1; parts[np] = utf8_char(cp)
       else
-        local r = e and SIMPLE_UNESCAPES[e]
+        local r = esc and SIMPLE_UNESCAPES[esc]
         if not r then parse_error(s, j, "bad escape") end
         np = np + 1; parts[np] = r
         start = j + 2
@@ -386,7 +503,7 @@ local function parse_string(s, i)        -- s[i] is the opening quote
     end
     str = concat(parts, "", 1, np)
   end
-  if find(str, "[\128-\255]") and not valid_utf8(str) then
+  if not find(str, ASCII) and not valid_utf8(str) then
     parse_error(s, i, "invalid UTF-8 in string")
   end
   return str, j + 1
@@ -435,7 +552,8 @@ end
 local function parse_array(s, i)         -- s[i] is "["
   local a = setmetatable({}, ARR)
   i = find(s, "[^ \t\n\r]", i + 1)
-  if i and byte(s, i) == 93 then return a, i + 1 end
+  if not i then parse_error(s, nil, "unexpected end of input") end
+  if byte(s, i) == 93 then return a, i + 1 end
   local n = 0
   while true do
     local v
@@ -601,8 +719,7 @@ function nljson.encode_pretty(obj, indent)
 end
 
 function nljson.to_cbor(obj)
-  local text = encode_node(node_arg(obj, "to_cbor"))
-  local data, err = py_to_cbor(text)
+  local data, err = py_to_cbor(cbor_node(node_arg(obj, "to_cbor")))
   if data == nil then error("nljson.to_cbor: " .. tostring(err), 2) end
   return data
 end
@@ -690,14 +807,11 @@ package.loaded.nljson = nljson
 
 ---------------------------------------------------------------- for Python
 
--- Compact JSON of an nljson value, a Lua table (converted as by assignment)
--- or a scalar; nil plus the error message when it cannot be encoded.
-local function to_json(v)
+-- CBOR of an nljson value, a Lua table (converted as by assignment) or a scalar.
+local function to_cbor(v)
   local node = node_of(v)
   if node == nil then node = import(v) end
-  local ok, text = pcall(encode_node, node)
-  if ok then return text end
-  return nil, text
+  return cbor_node(node)
 end
 
 local function is_nljson(v)
@@ -705,7 +819,7 @@ local function is_nljson(v)
 end
 
 return nljson, {
-  to_json = to_json,
+  to_cbor = to_cbor,
   from_flat = from_flat,
   from_args = from_args,
   is_nljson = is_nljson,

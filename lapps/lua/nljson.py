@@ -1,24 +1,32 @@
 """The ``nljson`` module: JSON values as Lua userdata (spec section 6.1).
 
-The Lua side (``nljson.lua``) owns the representation; this module installs
-it into a runtime and converts between its values and Python JSON-like values
-on the per-message path of the LAppS protocol:
+The Lua side (``nljson.lua``) owns the representation and does all JSON text
+work itself (no GIL, no Python call); this module installs it into a runtime
+and converts between its values and Python values on the per-message path of
+the LAppS protocol, one crossing each way:
 
-* Python -> Lua: the value is flattened into one list (scalars, markers and
-  counts for containers), sent as one Lua table, and rebuilt by a Lua loop.
-* Lua -> Python: Lua writes compact JSON text, which the C JSON scanner reads.
+* Python -> Lua: the value is flattened into one list (scalars, a marker and
+  a count per container), passed as call arguments (one table_from for big
+  values) and rebuilt by a Lua loop.
+* Lua -> Python: Lua writes CBOR (strings are copied, never scanned) and
+  ``cbor2.loads`` reads it, checking UTF-8 in C.
 
-Both cost a few microseconds for a typical LAppS request (see the report in
-``tests/test_nljson.py``'s docstring for the measuring command).
+Measured for ``{"lapps":1,"method":"echo","params":[{"authkey":"abc"},[1,2,3,4,5]]}``
+on the development machine: ~3 us each way. Command::
+
+    python3 -c 'import timeit; from lapps.lua.runtime import new_runtime; \
+    from lapps.lua import nljson; rt = new_runtime(64 << 20, ""); nj = nljson.install(rt); \
+    m = {"lapps": 1, "method": "echo", "params": [{"authkey": "abc"}, [1, 2, 3, 4, 5]]}; \
+    u = nj.to_lua(m); f = lambda fn: min(timeit.repeat(fn, number=100000, repeat=5)) * 10; \
+    print(f(lambda: nj.to_lua(m)), f(lambda: nj.to_python(u)))'
 """
 
 import io
-import json
-import json.scanner
 import math
 from pathlib import Path
 
 import cbor2
+from lupa.luajit21 import LuaError
 
 _SOURCE = Path(__file__).with_name("nljson.lua").read_bytes()
 
@@ -30,8 +38,14 @@ return assert(loadstring(source, "@nljson.lua"))(select(2, ...))
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63
 _MAX_ARGS = 1000  # flat values up to this size go to Lua as call arguments
 
-# Reads JSON text written by nljson.lua: always one valid, compact document.
-_scan = json.scanner.make_scanner(json.JSONDecoder())
+_loads = cbor2.loads
+
+
+def _reason(error):
+    """A CBOR decoding error of nljson.lua's output: only bad UTF-8 is possible."""
+    if isinstance(error.__cause__, UnicodeDecodeError):
+        return "string is not valid UTF-8"
+    return str(error)
 
 
 class NlJsonError(ValueError):
@@ -116,7 +130,7 @@ class NlJson:
         module, internals = runtime.execute(_LOAD, _SOURCE, self._py_to_cbor, self._py_from_cbor)
         runtime.globals()[b"nljson"] = module
         self.module = module
-        self._to_json = internals[b"to_json"]
+        self._to_cbor = internals[b"to_cbor"]
         self._from_flat = internals[b"from_flat"]
         self._from_args = internals[b"from_args"]
         self._is_nljson = internals[b"is_nljson"]
@@ -152,10 +166,12 @@ class NlJson:
         assignment) or a Lua scalar. Integral numbers come out as int, others
         as float, non-finite ones as None; strings must be valid UTF-8."""
         if isinstance(value, self._lua_object_types):
-            text = self._to_json(value)
-            if type(text) is not bytes:
-                raise NlJsonError(text[1].decode("utf-8", "replace"))
-            return _scan(text.decode("utf-8"), 0)[0]
+            try:
+                return _loads(self._to_cbor(value))
+            except LuaError as e:           # e.g. a value of another runtime
+                raise NlJsonError(str(e)) from None
+            except cbor2.CBORDecodeError as e:
+                raise NlJsonError(_reason(e)) from None
         if value is None or value is True or value is False:
             return value
         t = type(value)
@@ -176,13 +192,20 @@ class NlJson:
         """Whether ``value`` (as lupa returned it from Lua) is an nljson value."""
         if not isinstance(value, self._lua_object_types):
             return False
-        return self._is_nljson(value)
+        try:
+            return self._is_nljson(value)
+        except LuaError:                    # a value of another runtime
+            return False
 
     # ---------------------------------------------------------------- CBOR, called from Lua
 
-    def _py_to_cbor(self, text):
+    def _py_to_cbor(self, data):
+        # The CBOR nljson.lua writes is already in cbor2's form; reading it
+        # back checks the strings' UTF-8, as nlohmann checks on output.
         try:
-            return cbor2.dumps(_scan(text.decode("utf-8"), 0)[0])
+            return cbor2.dumps(_loads(data))
+        except cbor2.CBORDecodeError as e:
+            return None, _reason(e).encode()
         except Exception as e:  # reported to Lua as an error, never raised through it
             return None, f"{type(e).__name__}: {e}".encode()
 

@@ -1,5 +1,6 @@
 // Runs lapps-client.js's CBOR codec (LAppS.CBOR) on vectors made by the
-// tests with Python's cbor2, and prints one JSON object with what it did:
+// tests with Python's cbor2, and its method-name checks, and prints one JSON
+// object with what it did:
 //
 //   node cbor.mjs VECTORS.json
 //
@@ -9,6 +10,8 @@
 //   bad:      {name: error message, or null if decode() did not throw}
 //   encoded:  {name: hex}      values built here in JavaScript (see BUILT)
 //   refused:  {name: error message, or null if encode() did not throw}
+//   methods:  {name: what LAppS.Client#request(name) on a client that is not
+//              open rejected with}
 // A DESCRIPTION keeps what JSON cannot: {"f": float64 bits in hex, or "nan"},
 // {"i": decimal BigInt}, {"s": text}, {"b": hex}, {"a": [...]},
 // {"m": [[key, value], ...]} in decoded order, {"t": tag, "v": value},
@@ -95,7 +98,7 @@ const REFUSED = {
   bigint_too_small: () => -(2n ** 64n) - 1n,
 };
 
-function main() {
+async function main() {
   const vectors = JSON.parse(readFileSync(process.argv[2], "utf8"));
   const out = { decoded: {}, bad: {}, encoded: {}, refused: {} };
   for (const [name, text] of Object.entries(vectors.decode)) {
@@ -119,7 +122,21 @@ function main() {
       out.refused[name] = `${error.name}: ${error.message}`;
     }
   }
+  // An invalid name is refused before the client looks at its connection:
+  // a valid one gets "not open" instead.
+  const client = new LAppS.Client("ws://127.0.0.1:9/never-opened");
+  out.methods = {};
+  for (const name of METHODS) {
+    try {
+      await client.request(name, []);
+      out.methods[String(name)] = null;
+    } catch (error) {
+      out.methods[String(name)] = `${error.name}: ${error.message}`;
+    }
+  }
   process.stdout.write(JSON.stringify(out) + "\n");
 }
 
-main();
+const METHODS = ["echo", "login", "x-y", "", "a.b", ".", "_internal", 5, null];
+
+await main();

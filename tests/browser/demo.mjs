@@ -54,12 +54,17 @@ async function main() {
     });
     await page.goto(pageUrl, { timeout: opts.timeout });
     try {
-      await page.waitForFunction(({ echoes, times }) => {
+      // Until the page shows enough, or shows that it will not get there.
+      const outcome = await page.waitForFunction(({ echoes, times }) => {
         const text = (id) => document.getElementById(id).textContent;
+        if (text("login").startsWith("failed") || text("connection").startsWith("closed")) {
+          return "failed";
+        }
         return text("login") === "ok" && Number(text("echoes")) >= echoes &&
-               Number(text("times")) >= times;
+               Number(text("times")) >= times && "ok";
       }, { echoes: opts.echoes, times: opts.times }, { timeout: opts.timeout, polling: 100 });
-      report.ok = true;
+      report.ok = (await outcome.jsonValue()) === "ok";
+      if (!report.ok) report.failure = "the page failed (see login, connection and log)";
     } catch (error) {
       report.failure = error.message.split("\n")[0];
     }
