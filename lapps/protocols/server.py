@@ -142,7 +142,7 @@ class LAppSServerFactory(WebSocketServerFactory):
         self.connections = connections
         self.protocols = set()
         self._drained = []
-        self.setProtocolOptions(webStatus=False, failByDrop=False,
+        self.setProtocolOptions(webStatus=False, failByDrop=False, allowNullOrigin=True,
                                 autoFragmentSize=1392 if auto_fragment else 0)
 
     def forget(self, protocol):
