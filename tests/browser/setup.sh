@@ -5,16 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -x /usr/bin/chromium ]; then
+packages=()
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+if [ ${#packages[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    apt-get install -y chromium
+    apt-get install -y "${packages[@]}"
 fi
 
 if [ ! -d node_modules ]; then
-    if ! command -v npm >/dev/null 2>&1; then
-        echo "tests/browser/setup.sh: npm (Node.js) is not installed" >&2
-        exit 1
-    fi
     npm ci --no-audit --no-fund
 fi
