@@ -14,18 +14,16 @@ function bcast:create(id)
   if not id_ok(id) then return false, "usage: bcast:create(channel_id), an unsigned integer" end
   return create(id)
 end
-function bcast:subscribe(id, handler)
-  if not id_ok(id) or type(handler) ~= "number" then
-    return false, "usage: bcast:subscribe(channel_id, handler)"
+local function membership(name, change)
+  return function(self, id, handler)
+    if not id_ok(id) or type(handler) ~= "number" then
+      return false, "usage: bcast:" .. name .. "(channel_id, handler)"
+    end
+    return change(id, handler)
   end
-  return subscribe(id, handler)
 end
-function bcast:unsubscribe(id, handler)
-  if not id_ok(id) or type(handler) ~= "number" then
-    return false, "usage: bcast:unsubscribe(channel_id, handler)"
-  end
-  return unsubscribe(id, handler)
-end
+bcast.subscribe = membership("subscribe", subscribe)
+bcast.unsubscribe = membership("unsubscribe", unsubscribe)
 function bcast:send(id, message)
   if not id_ok(id) then return false, "usage: bcast:send(channel_id, nljson_object)" end
   return send(id, message)

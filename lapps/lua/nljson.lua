@@ -270,65 +270,38 @@ local function sorted_keys(o)
   return keys, n
 end
 
-local function put_compact(buf, n, v)
+-- JSON text of v into buf[n+1...]; returns the new n. step == nil is
+-- compact output, else the indent per level (depth is the current level).
+local function put_json(buf, n, v, step, depth)
   local t = type(v)
   if t == "string" then return put_string(buf, n, v) end
   if t == "number" then n = n + 1; buf[n] = number_text(v); return n end
   if t == "boolean" then n = n + 1; buf[n] = v and "true" or "false"; return n end
   if v == NULL then n = n + 1; buf[n] = "null"; return n end
-  if getmetatable(v) == ARR then
-    local len = #v
-    if len == 0 then n = n + 1; buf[n] = "[]"; return n end
-    n = n + 1; buf[n] = "["
-    for i = 1, len do
-      if i > 1 then n = n + 1; buf[n] = "," end
-      n = put_compact(buf, n, v[i])
-    end
-    n = n + 1; buf[n] = "]"
-    return n
+  local inner, outer, colon = "", "", ":"
+  if step then
+    inner = "\n" .. rep(" ", step * (depth + 1))
+    outer = "\n" .. rep(" ", step * depth)
+    colon = ": "
   end
-  local keys, len = sorted_keys(v)
-  if len == 0 then n = n + 1; buf[n] = "{}"; return n end
-  n = n + 1; buf[n] = "{"
-  for i = 1, len do
-    if i > 1 then n = n + 1; buf[n] = "," end
-    local k = keys[i]
-    n = put_string(buf, n, k)
-    n = n + 1; buf[n] = ":"
-    n = put_compact(buf, n, v[k])
-  end
-  n = n + 1; buf[n] = "}"
-  return n
-end
-
-local function put_pretty(buf, n, v, step, depth)
-  if type(v) ~= "table" or v == NULL then return put_compact(buf, n, v) end
-  local inner = "\n" .. rep(" ", step * (depth + 1))
-  local outer = "\n" .. rep(" ", step * depth)
-  if getmetatable(v) == ARR then
-    local len = #v
-    if len == 0 then n = n + 1; buf[n] = "[]"; return n end
-    n = n + 1; buf[n] = "["
-    for i = 1, len do
-      n = n + 1; buf[n] = (i > 1) and ("," .. inner) or inner
-      n = put_pretty(buf, n, v[i], step, depth + 1)
-    end
-    n = n + 1; buf[n] = outer
-    n = n + 1; buf[n] = "]"
-    return n
-  end
-  local keys, len = sorted_keys(v)
-  if len == 0 then n = n + 1; buf[n] = "{}"; return n end
-  n = n + 1; buf[n] = "{"
+  local is_array = getmetatable(v) == ARR
+  local keys, len
+  if is_array then len = #v else keys, len = sorted_keys(v) end
+  if len == 0 then n = n + 1; buf[n] = is_array and "[]" or "{}"; return n end
+  n = n + 1; buf[n] = is_array and "[" or "{"
   for i = 1, len do
     n = n + 1; buf[n] = (i > 1) and ("," .. inner) or inner
-    local k = keys[i]
-    n = put_string(buf, n, k)
-    n = n + 1; buf[n] = ": "
-    n = put_pretty(buf, n, v[k], step, depth + 1)
+    local value = v[i]
+    if not is_array then
+      local k = keys[i]
+      n = put_string(buf, n, k)
+      n = n + 1; buf[n] = colon
+      value = v[k]
+    end
+    n = put_json(buf, n, value, step, step and depth + 1)
   end
-  n = n + 1; buf[n] = outer
-  n = n + 1; buf[n] = "}"
+  if step then n = n + 1; buf[n] = outer end
+  n = n + 1; buf[n] = is_array and "]" or "}"
   return n
 end
 
@@ -339,11 +312,11 @@ local function encode_node(node)
     return concat(buf, "", 1, put_string(buf, 0, node))
   elseif t ~= "table" or node == NULL then
     local buf = {}
-    put_compact(buf, 0, node)
+    put_json(buf, 0, node)
     return buf[1]
   end
   local buf = {}
-  return concat(buf, "", 1, put_compact(buf, 0, node))
+  return concat(buf, "", 1, put_json(buf, 0, node))
 end
 
 ---------------------------------------------------------------- CBOR
@@ -715,7 +688,7 @@ function nljson.encode_pretty(obj, indent)
   indent = floor(indent)
   if indent <= 0 then return encode_node(node) end
   local buf = {}
-  return concat(buf, "", 1, put_pretty(buf, 0, node, indent, 0))
+  return concat(buf, "", 1, put_json(buf, 0, node, indent, 0))
 end
 
 function nljson.to_cbor(obj)

@@ -69,35 +69,35 @@ def _flatten(value, append, obj, arr, null, type=type, str=str, int=int, float=f
     ``arr``, its size, then its items. Keeps the common cases inline."""
     t = type(value)
     if t is dict:
-        append(obj)
-        append(len(value))
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str:
                 raise NlJsonError(f"object keys must be strings, got {type(key).__name__}")
-            append(key.encode())
-            ti = type(item)
-            if ti is str:
-                append(item.encode())
-            elif ti is int and lo <= item < hi or ti is float or ti is bool or ti is bytes:
-                append(item)
-            elif item is None:
-                append(null)
-            else:
-                _flatten(item, append, obj, arr, null)
+        append(obj)
+        append(len(value))
+        items = [part for pair in value.items() for part in pair]
     elif t is list:
         append(arr)
         append(len(value))
-        for item in value:
-            ti = type(item)
-            if ti is str:
-                append(item.encode())
-            elif ti is int and lo <= item < hi or ti is float or ti is bool or ti is bytes:
-                append(item)
-            elif item is None:
-                append(null)
-            else:
-                _flatten(item, append, obj, arr, null)
-    elif t is str:
+        items = value
+    else:
+        _flatten_scalar(value, append, obj, arr, null)
+        return
+    for item in items:
+        ti = type(item)
+        if ti is str:
+            append(item.encode())
+        elif ti is int and lo <= item < hi or ti is float or ti is bool or ti is bytes:
+            append(item)
+        elif item is None:
+            append(null)
+        else:
+            _flatten(item, append, obj, arr, null)
+
+
+def _flatten_scalar(value, append, obj, arr, null):
+    """The rare cases: top-level scalars and subclasses of the accepted types."""
+    t = type(value)
+    if t is str:
         append(value.encode())
     elif t is int:
         append(_number(value))

@@ -1,9 +1,3 @@
--- third: a standalone service that reports when it starts and stops.
-third = {}
-function third.init() print("init third") end
-function third.run()
-  local sleeper = nap:new()
-  while not must_stop() do sleeper:sleep(60) end
-  print("stop third")
-end
+-- third: a reporting standalone service for the depends tests.
+third = require("reporter")("third")
 return third
