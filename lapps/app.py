@@ -17,6 +17,7 @@ from lapps.lua.runtime import LuaStartError
 from lapps.protocols.server import LAppSServerFactory
 from lapps.schema import pointer
 from lapps.services.listener import ListenerService
+from lapps.services.lua_service import ServerParts
 from lapps.services.bcast import Broadcasts
 from lapps.services.reactive import ReactiveService
 from lapps.services.standalone import StandaloneService
@@ -75,20 +76,22 @@ class LAppSService(MultiService):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
+        self.reactor = reactor
         self.config = cfg = _as_config(config)
         self.connections = {}
         self.broadcasts = Broadcasts(self.connections, reactor)
         self.broadcasts.setServiceParent(self)
+        server = cfg.server
+        parts = ServerParts(cfg.lua_path, self.connections, self.broadcasts, reactor,
+                            tls.client_options(cfg.ca_file, server["tls_client_version"],
+                                               server["tls_client_verify"]))
         self.lua_services = []
         problems = []
         for name in services_to_start(cfg):
             service = cfg.services[name]
             try:
-                if service.standalone:
-                    built = StandaloneService(service, cfg.lua_path, self.broadcasts, reactor)
-                else:
-                    built = ReactiveService(service, cfg.lua_path, self.connections,
-                                            self.broadcasts, reactor)
+                kind = StandaloneService if service.standalone else ReactiveService
+                built = kind(service, parts)
             except LuaStartError as e:
                 problems.append(f"{cfg.source}: {pointer('/services', name)}: {e}")
             else:
@@ -114,6 +117,13 @@ class LAppSService(MultiService):
     def startService(self):
         os.environ["LAPPS_APPS_DIR"] = os.path.join(self.config.apps_dir, "")
         super().startService()
+        self.reactor.callWhenRunning(self._ready)
+
+    def _ready(self):
+        """The reactor runs (so signals are handled) and the port is bound."""
+        log.info("lapps ready: {services} services, {description}",
+                 lapps_event="server.ready", services=len(self.lua_services),
+                 description=self.listener.description)
 
     @inlineCallbacks
     def stopService(self):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from lapps import tls
 from lapps.lua.modules import PRELOAD
-from lapps.schema import Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
+from lapps.schema import Anything, Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
 
 MiB = 1024 * 1024
 
@@ -59,6 +59,7 @@ SERVER = Object({
     "tls": Scalar(bool, False),
     "tls_server_version": Scalar(int, 3, choices=(3, 4)),
     "tls_client_version": Scalar(int, 3, choices=(3, 4)),
+    "tls_client_verify": Scalar(bool, True),
     "tls_certificates": Object({
         "ca": Scalar(str, "ssl/localhost.ca.pem"),
         "cert": Scalar(str, "ssl/localhost.crt"),
@@ -83,6 +84,7 @@ SERVICE = Object({
     "name": Scalar(str, None),
     "max_memory": Scalar(int, 128 * MiB, minimum=1 * MiB),
     "stop_timeout": Scalar(float, 5.0, minimum=0),
+    "settings": MapOf(Anything(), None),
 })
 
 DIRECTORIES = Object({
@@ -119,6 +121,7 @@ class ServiceConfig:
     proto_alias: str | None
     max_memory: int
     stop_timeout: float
+    settings: dict | None
     directory: str
 
 
@@ -248,6 +251,7 @@ def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
         protocol=checked["protocol"], max_inbound_message_size=checked["max_inbound_message_size"],
         extra_headers=checked["extra_headers"], proto_alias=checked["proto_alias"],
         max_memory=checked["max_memory"], stop_timeout=checked["stop_timeout"],
+        settings=checked["settings"],
         directory=directory)
 
 

@@ -102,6 +102,13 @@ class Scalar(Node):
         return value
 
 
+class Anything(Node):
+    """Any JSON value (what the service itself interprets)."""
+
+    def check(self, value, where, source, problems):
+        return value
+
+
 class Nullable(Node):
     """``null`` or the wrapped node; null becomes the given default."""
 

@@ -1,10 +1,14 @@
 """TLS for the listener: certificate checks at config time, and the server
 context built through Twisted's ``CertificateOptions`` (pyOpenSSL)."""
 
+import os
+import ssl
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import (Certificate, CertificateOptions, TLSVersion,
+                                  optionsForClientTLS, platformTrust, trustRootFromCertificates)
 
 #: ``tls_server_version`` / ``tls_client_version`` → the lowest version allowed.
 MINIMUM_VERSION = {3: TLSVersion.TLSv1_2, 4: TLSVersion.TLSv1_3}
@@ -62,3 +66,33 @@ def server_options(cert_path, key_path, version):
     )
     options.getContext().set_options(SSL.OP_NO_RENEGOTIATION)
     return options
+
+
+def client_options(ca_file, version, verify=True):
+    """``host -> TLS connection creator`` for outbound ``wss://`` (``cws``).
+
+    With ``verify`` the server's certificate must chain to ``ca_file`` (if it
+    exists) or to the system trust store, and name ``host`` (service-identity
+    checks it). Without, nothing is verified, as in LAppS.
+    """
+    minimum = MINIMUM_VERSION[version]
+    if not verify:
+        unverified = CertificateOptions(verify=False, raiseMinimumTo=minimum)
+        return lambda host: unverified
+    trust = []
+
+    def creator(host):
+        if not trust:
+            trust.append(_trust_root(ca_file))
+        return optionsForClientTLS(host, trustRoot=trust[0],
+                                   extraCertificateOptions={"raiseMinimumTo": minimum})
+    return creator
+
+
+def _trust_root(ca_file):
+    """The configured CA file plus the system trust store, as one trust root."""
+    bundles = [p for p in (ca_file, ssl.get_default_verify_paths().cafile)
+               if p and os.path.isfile(p)]
+    certificates = [Certificate(crypto.X509.from_cryptography(c))
+                    for path in bundles for c in load_chain(path)]
+    return trustRootFromCertificates(certificates) if certificates else platformTrust()

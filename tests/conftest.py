@@ -19,12 +19,13 @@ APPS = REPO / "apps"
 TEST_APPS = Path(__file__).resolve().parent / "apps"
 TWISTD = [str(Path(sys.executable).parent / "twistd")]
 _LISTENING = re.compile(r"listening on \S+ \((.*):(\d+)\)")
+_READY = re.compile(r"lapps ready: ")
 
 
 class Server:
     """A running ``twistd -n lapps`` whose output lines can be awaited."""
 
-    def __init__(self, config_path, env=None, argv=None, listening=_LISTENING):
+    def __init__(self, config_path, env=None, argv=None, listening=_LISTENING, ready=_READY):
         self.config_path = config_path
         self.lines = []
         self._new = queue.Queue()
@@ -35,6 +36,8 @@ class Server:
         threading.Thread(target=self._read, daemon=True).start()
         match = self.wait_for(listening)
         self.host, self.port = match.group(1), int(match.group(2))
+        if ready is not None:  # the reactor runs: a SIGTERM now is handled, not fatal
+            self.wait_for(ready)
 
     def _read(self):
         for raw in self.process.stdout:

@@ -78,7 +78,7 @@ def test_lapps_touches_no_signal_handler_nor_the_global_log(tmp_path):
         reactor.callWhenRunning(lambda: print("host reactor running", flush=True))
         reactor.run(installSignalHandlers=False)
     """))
-    server = Server(config, argv=[sys.executable, str(script)])
+    server = Server(config, argv=[sys.executable, str(script)], ready=None)  # no log observer
     try:
         server.wait_for("host reactor running")
 

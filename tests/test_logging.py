@@ -28,7 +28,8 @@ def json_server(tmp_path):
     server = Server(config, argv=TWISTD + ["-n", "--pidfile=", "--logger", "lapps.logs.json_lines",
                                            "lapps", "--config", str(config)],
                     listening=re.compile(r'"lapps_event": "listener\.up".*"host": "([^"]+)", '
-                                         r'"port": (\d+)'))
+                                         r'"port": (\d+)'),
+                    ready=re.compile(r'"lapps_event": "server\.ready"'))
     yield server
     if server.process.poll() is None:
         server.process.kill()

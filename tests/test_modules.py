@@ -51,11 +51,13 @@ def lua():
     from lapps.lua import modules
     from lapps.lua.runtime import new_runtime
     from lapps.services.bcast import Broadcasts
+    from lapps.services.lua_service import ServerParts
     import threading
     runtime = new_runtime(64 * 1024 * 1024, "")
     stop = threading.Event()
-    modules.install(modules.Context(runtime, standalone=True, broadcasts=Broadcasts({}, reactor),
-                                    block=stop.wait, must_stop=stop.is_set, instance_id="7"),
+    parts = ServerParts("", {}, Broadcasts({}, reactor), reactor, client_tls=None)
+    modules.install(modules.Context(runtime, parts, standalone=True, block=stop.wait,
+                                    must_stop=stop.is_set, instance_id="7"),
                     ["time", "murmur", "nap"])
     return runtime
 

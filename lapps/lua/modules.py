@@ -3,10 +3,10 @@
 LAppS-protocol and standalone services; ``must_stop`` and ``instance_id`` in
 standalone ones; ``nap``, ``time`` and ``murmur`` when preloaded."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lapps.lua import bcast, clock, murmur, nap, nljson, ws
+from lapps.lua import bcast, clock, cws, murmur, nap, nljson, ws
 
 
 @dataclass
@@ -14,24 +14,45 @@ class Context:
     """What the modules of one instance are wired to."""
 
     runtime: Any
+    parts: Any                         # lapps.services.lua_service.ServerParts
     standalone: bool
     protocol: str = "raw"
-    connections: dict | None = None
-    broadcasts: Any = None
-    block: Callable | None = None      # how a blocking call waits (see nap)
+    block: Callable | None = None      # how a sleep waits: the thread, or the coroutine
+    wait: Any = None                   # reactive: Lua function suspending until pending[id]
     must_stop: Callable | None = None
     instance_id: str = ""
+    pending: dict = field(default_factory=dict)   # id -> Deferred a reactive wait resumes on
+    settings: dict | None = None                  # the descriptor's "settings", as a global
     nljson: Any = None
+
+    @property
+    def connections(self):
+        return self.parts.connections
+
+    @property
+    def broadcasts(self):
+        return self.parts.broadcasts
+
+    @property
+    def reactor(self):
+        return self.parts.reactor
+
+    @property
+    def client_tls(self):
+        return self.parts.client_tls
 
 
 #: ``preload`` name → installer; ``lapps.config`` accepts exactly these.
-PRELOAD = {"nap": nap.install, "time": clock.install, "murmur": murmur.install}
+PRELOAD = {"nap": nap.install, "time": clock.install, "murmur": murmur.install,
+           "cws": cws.install}
 
 
 def install(context: Context, preload):
     """Create every global the instance is entitled to."""
     runtime = context.runtime
     context.nljson = nljson.install(runtime)
+    if context.settings is not None:
+        runtime.globals()[b"settings"] = context.nljson.to_lua(context.settings)
     if context.standalone:
         runtime.globals()[b"instance_id"] = context.instance_id.encode()
         runtime.globals()[b"must_stop"] = runtime.execute(

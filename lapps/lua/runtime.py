@@ -17,6 +17,9 @@ def _no_attributes(obj, name, is_setting):
     raise AttributeError("Python objects are opaque to Lua")
 
 
+_unbuffered_stdout = []
+
+
 def new_runtime(max_memory: int, lua_path: str):
     """A fresh LuaJIT 2.1 state with ``lua_path`` searched before the default."""
     runtime = luajit21.LuaRuntime(
@@ -24,10 +27,20 @@ def new_runtime(max_memory: int, lua_path: str):
         encoding=None, attribute_filter=_no_attributes, max_memory=max_memory)
     runtime.execute(b"""
         python = nil
-        io.stdout:setvbuf("line")  -- print() lines reach a piped stdout at once
+        -- print() writes each line with one unbuffered write, at once: lines
+        -- from several instance threads and the server's log never mix
+        local select, tostring, concat, stdout = select, tostring, table.concat, io.stdout
+        function print(...)
+          local parts = {}
+          for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+          stdout:write(concat(parts, "\\t") .. "\\n")
+        end
         local extra = ...
         if #extra > 0 then package.path = extra .. ";" .. package.path end
     """, lua_path.encode())
+    if not _unbuffered_stdout:  # C stdio is shared by every state: set it once
+        runtime.execute(b'io.stdout:setvbuf("no")')
+        _unbuffered_stdout.append(True)
     return runtime
 
 

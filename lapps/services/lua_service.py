@@ -2,16 +2,30 @@
 instances only once every service it ``depends`` on is ready (its
 instances have run ``onStart`` or ``init``)."""
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
+
+
+@dataclass(frozen=True)
+class ServerParts:
+    """The server-wide things every Lua instance is wired to."""
+
+    lua_path: str          # LUA_PATH entries for every service directory
+    connections: dict      # open handler id -> server protocol
+    broadcasts: Any        # the bcast channels
+    reactor: Any
+    client_tls: Callable   # host -> TLS connection creator for cws wss://
 
 
 class LuaService(Service):
     """A named Lua service; subclasses start instances and say when they are ready."""
 
-    def __init__(self, config):
+    def __init__(self, config, parts):
         self.name = config.name
-        self.config = config
+        self.config, self.parts = config, parts
         self.dependencies = []
         self.instances = []
         self._ready = False

@@ -28,9 +28,11 @@ ON_START, ON_MESSAGE, ON_DISCONNECT, ON_SHUTDOWN = (name.encode() for name in CA
 #: What ``step`` returns when a callback ran and returned true: the hot path.
 _DONE_TRUE = (True, b"done", True, True)
 
-_BLOCK = b"""
+#: The blocking calls a reactive instance makes by suspending its coroutine.
+_SUSPENDING = b"""
 local suspend = ...
-return function(seconds) return suspend("sleep", seconds) end
+return function(seconds) return suspend("sleep", seconds) end,
+       function(id) return suspend("wait", id) end
 """
 
 
@@ -46,17 +48,17 @@ def _lua_shown(value):
 class Instance:
     """One Lua state of a reactive service, its queue and its coroutine."""
 
-    def __init__(self, service, index, clock):
-        config = service.config
-        self.service, self.index, self.clock = service, index, clock
-        self.runtime = lua.new_runtime(config.max_memory, service.lua_path)
+    def __init__(self, service, index):
+        config, parts = service.config, service.parts
+        self.service, self.index, self.clock = service, index, parts.reactor
+        self.runtime = lua.new_runtime(config.max_memory, parts.lua_path)
         self._step, suspend, bind = lua.dispatcher(self.runtime)
-        context = modules.Context(self.runtime, standalone=False, protocol=config.protocol,
-                                  connections=service.connections,
-                                  broadcasts=service.broadcasts,
-                                  block=self.runtime.execute(_BLOCK, suspend))
+        sleep, wait = self.runtime.execute(_SUSPENDING, suspend)
+        context = modules.Context(self.runtime, parts, standalone=False,
+                                  protocol=config.protocol, block=sleep, wait=wait,
+                                  settings=config.settings)
         modules.install(context, config.preload)
-        self.nljson = context.nljson
+        self.nljson, self._pending = context.nljson, context.pending
         bind(lua.load_module(self.runtime, config.name, CALLBACKS))
         self.healthy = False
         self.busy = False
@@ -126,7 +128,10 @@ class Instance:
             return
         if outcome[1] == b"suspend":
             self.busy = True
-            self._sleep = self.clock.callLater(0 if self.stopping else outcome[3], self._wake)
+            if outcome[2] == b"sleep":
+                self._sleep = self.clock.callLater(0 if self.stopping else outcome[3], self._wake)
+            else:  # "wait": for the Deferred a module registered under that id
+                self._pending.pop(outcome[3]).addBoth(lambda result: self._wake(*result))
             return
         ok = outcome[2]
         value = outcome[3] if len(outcome) > 3 else None
@@ -147,10 +152,10 @@ class Instance:
         elif callback == ON_SHUTDOWN:
             self._shutdown.callback(None)
 
-    def _wake(self):
+    def _wake(self, *results):
         self._sleep = None
         self.busy = False
-        self._settle(self._step(None))
+        self._settle(self._step(*results))
         if not self.busy:
             self._drain()
 
@@ -190,11 +195,9 @@ class ReactiveService(LuaService):
     """A named reactive service: ``instances`` Lua states loaded up front
     (so a broken module is a start-up error), started with the server."""
 
-    def __init__(self, config, lua_path, connections, broadcasts, clock):
-        super().__init__(config)
-        self.lua_path = lua_path
-        self.connections, self.broadcasts = connections, broadcasts
-        self.instances = [Instance(self, index, clock) for index in range(config.instances)]
+    def __init__(self, config, parts):
+        super().__init__(config, parts)
+        self.instances = [Instance(self, index) for index in range(config.instances)]
         self._turn = itertools.cycle(self.instances)
 
     def start_instances(self):

@@ -35,10 +35,10 @@ class StandaloneInstance:
         self.service, self.index = service, index
         self.stopping = threading.Event()
         self.instance_id = str(secrets.randbits(64))
-        runtime = lua.new_runtime(config.max_memory, service.lua_path)
-        context = modules.Context(runtime, standalone=True, broadcasts=service.broadcasts,
+        runtime = lua.new_runtime(config.max_memory, service.parts.lua_path)
+        context = modules.Context(runtime, service.parts, standalone=True,
                                   block=self.stopping.wait, must_stop=self.stopping.is_set,
-                                  instance_id=self.instance_id)
+                                  instance_id=self.instance_id, settings=config.settings)
         modules.install(context, config.preload)
         module = lua.load_module(runtime, config.name, ("init", "run"))
         self._init = lua.protected(runtime, module, "init")
@@ -72,10 +72,9 @@ class StandaloneInstance:
 class StandaloneService(LuaService):
     """A named standalone service and its instance threads."""
 
-    def __init__(self, config, lua_path, broadcasts, reactor):
-        super().__init__(config)
-        self.lua_path = lua_path
-        self.broadcasts, self.reactor = broadcasts, reactor
+    def __init__(self, config, parts):
+        super().__init__(config, parts)
+        self.reactor = parts.reactor
         self.instances = [StandaloneInstance(self, i) for i in range(config.instances)]
 
     def start_instances(self):

@@ -1,0 +1,639 @@
+#!/usr/bin/env python3
+"""The lapps benchmark: echo servers under wsbench, interleaved repetitions.
+
+    python3 bench/run.py [--reps N] [--warmup S] [--duration S] [--size BYTES]
+                         [--conns N] [--servers a,b,...] [--smoke] [--out FILE]
+
+Builds wsbench and echosrv from $LAPPS_SHARED/tools/loadgen (default
+REPO/../shared) in a temporary folder, installs the peer servers in
+bench/.venv, runs every server in turn (order rotated each repetition) with
+the server pinned to one CPU and wsbench to another, prints a Markdown table
+and writes every run to --out. See bench/README.md.
+"""
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import queue
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+PEERS = BENCH / "peers"
+VENV = BENCH / ".venv"
+SHARED = Path(os.environ.get("LAPPS_SHARED", REPO.parent / "shared"))
+LOADGEN = SHARED / "tools" / "loadgen"
+PEER_PACKAGES = ["websockets", "aiohttp", "picows", "uvloop"]
+LIMIT = 16 * 1024 * 1024
+BASELINE = "autobahn"
+LUA_BENCHMARK = REPO / "apps" / "benchmark" / "benchmark.lua"
+ETC = REPO / "etc"
+LUA_LINE = re.compile(r"(\d+)\s+messages\s+rece(?:i)?ved\s+per\s+(\d+(?:\.\d+)?)\s*ms")
+LUA_CONNECTED = re.compile(r"Sockets connected:\s*(\d+)")
+URL = re.compile(r"^(wss?)://([^/]+):(\d+)(/.*)?$")
+
+
+def log(*parts):
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Processes: every one started here is stopped by pid, whatever happens.
+
+class Processes:
+    def __init__(self):
+        self.running = {}
+
+    def start(self, argv, **kwargs):
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        self.running[proc.pid] = proc
+        return proc
+
+    def stop(self, proc, timeout=20.0):
+        """SIGTERM the pid, wait, SIGKILL the pid if it is still there."""
+        try:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log(f"  pid {proc.pid} ignored SIGTERM for {timeout:.0f} s: SIGKILL")
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+        except ProcessLookupError:
+            pass
+        finally:
+            self.running.pop(proc.pid, None)
+        return proc.returncode
+
+    def stop_all(self):
+        for proc in list(self.running.values()):
+            self.stop(proc, timeout=10.0)
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(proc, port, timeout=60.0, what="server"):
+    """Connect to the port until it answers; fail if the process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}) before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not listening on {port} after {timeout:.0f} s")
+            time.sleep(0.05)
+
+
+def cpu_seconds(pid):
+    """utime+stime of a process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tail(path, n=30):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------
+# Tools: the C load generator and echo server, the peers' venv, certificates.
+
+def ensure_build_deps():
+    have_gcc = shutil.which("gcc") or shutil.which("cc")
+    have_ssl = Path("/usr/include/openssl/ssl.h").exists()
+    if have_gcc and have_ssl and shutil.which("make"):
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError("gcc, make and libssl-dev are needed: "
+                           "apt-get install -y gcc make libssl-dev")
+    log("installing gcc make libssl-dev with apt-get ...")
+    subprocess.run(["apt-get", "update"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "gcc", "make", "libssl-dev"], check=True,
+                   stdout=subprocess.DEVNULL, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def build_loadgen(tmp):
+    if not (LOADGEN / "wsbench.c").exists():
+        raise RuntimeError(f"no load generator at {LOADGEN} (set LAPPS_SHARED to the shared/ folder)")
+    ensure_build_deps()
+    dest = tmp / "loadgen"
+    shutil.copytree(LOADGEN, dest)
+    for name in ("wsbench", "echosrv", "wsbench-notls"):
+        (dest / name).unlink(missing_ok=True)
+    result = subprocess.run(["make", "-C", str(dest), "wsbench", "echosrv"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError("building wsbench/echosrv failed:\n" + result.stdout + result.stderr)
+    return dest / "wsbench", dest / "echosrv"
+
+
+def venv_python():
+    return VENV / "bin" / "python"
+
+
+def ensure_venv(packages):
+    """bench/.venv with the peer packages; returns {package: version or None}
+    and notes for those that would not install."""
+    notes = []
+    if not venv_python().exists():
+        log(f"creating {VENV.relative_to(REPO)} ...")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    versions = {}
+    for package in packages:
+        version = package_version(venv_python(), package)
+        if version is None:
+            log(f"installing {package} in {VENV.relative_to(REPO)} ...")
+            result = subprocess.run([str(venv_python()), "-m", "pip", "install", "-q",
+                                     "--disable-pip-version-check", package],
+                                    capture_output=True, text=True)
+            version = package_version(venv_python(), package)
+            if version is None:
+                last = (result.stderr.strip().splitlines() or ["?"])[-1]
+                notes.append(f"{package} could not be installed, left out: {last}")
+        versions[package] = version
+    return versions, notes
+
+
+def package_version(python, package):
+    result = subprocess.run(
+        [str(python), "-c", f"import importlib.metadata as m, {package}; print(m.version({package!r}))"],
+        capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def make_certs(tmp):
+    from lapps import devcert
+    paths = {"ca": tmp / "ssl" / "ca.pem", "cert": tmp / "ssl" / "localhost.crt",
+             "key": tmp / "ssl" / "localhost.key"}
+    devcert.ensure(str(paths["ca"]), str(paths["cert"]), str(paths["key"]))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def twistd():
+    candidate = Path(sys.executable).parent / "twistd"
+    if candidate.exists():
+        return [str(candidate)]
+    found = shutil.which("twistd")
+    return [found] if found else [sys.executable, "-c",
+                                  "from twisted.scripts.twistd import run; run()"]
+
+
+# --------------------------------------------------------------------------
+# The servers.
+
+class Ctx:
+    """What the server definitions need at run time."""
+
+    def __init__(self, tmp, wsbench, echosrv, cpus, versions):
+        self.tmp, self.wsbench, self.echosrv = tmp, wsbench, echosrv
+        self.server_cpu, self.client_cpu = cpus
+        self.versions = versions
+        self._certs = None
+
+    @property
+    def certs(self):
+        if self._certs is None:
+            self._certs = make_certs(self.tmp)
+        return self._certs
+
+    def pin(self, cpu):
+        return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+def lapps_echo_argv(ctx, port, tls):
+    server = {"ip": "127.0.0.1", "port": port, "tls": tls}
+    if tls:
+        server["tls_certificates"] = ctx.certs
+    config = {"server": server,
+              "directories": {"applications": str(REPO / "apps")},
+              "services": {"echo": {"standalone": False, "auto_start": True, "instances": 1,
+                                    "protocol": "raw", "request_target": "/echo",
+                                    "max_inbound_message_size": LIMIT}}}
+    path = ctx.tmp / f"lapps-echo-{'wss' if tls else 'ws'}.json"
+    path.write_text(json.dumps(config, indent=2))
+    return twistd() + ["-n", "--pidfile=", "lapps", "--config", str(path)]
+
+
+def peer_argv(script, python=None):
+    return lambda ctx, port: [str(python or venv_python()), str(PEERS / script), "--port", str(port)]
+
+
+class Server:
+    def __init__(self, key, label, argv, tls=False, venv=None, path="/echo", kind="wsbench",
+                 note=""):
+        self.key, self.label, self.argv, self.tls = key, label, argv, tls
+        self.venv, self.path, self.kind, self.note = venv, path, kind, note
+
+
+SERVERS = [
+    Server("lapps-ws", "lapps ws (echo.lua, 1 instance)",
+           lambda ctx, port: lapps_echo_argv(ctx, port, False)),
+    Server("lapps-wss", "lapps wss (echo.lua, 1 instance)",
+           lambda ctx, port: lapps_echo_argv(ctx, port, True), tls=True),
+    Server(BASELINE, "Autobahn/Twisted, bare echo", peer_argv("autobahn_echo.py", sys.executable)),
+    Server("websockets", "websockets {version} (asyncio)", peer_argv("websockets_echo.py"),
+           venv="websockets"),
+    Server("aiohttp", "aiohttp {version} (asyncio)", peer_argv("aiohttp_echo.py"),
+           venv="aiohttp"),
+    Server("picows", "picows {version} (uvloop {uvloop})", peer_argv("picows_echo.py"),
+           venv="picows"),
+    Server("echosrv", "echosrv (C, ceiling)",
+           lambda ctx, port: [str(ctx.echosrv), "-p", str(port)]),
+    Server("lua-ws", "lapps ws: benchmark.lua → echo.lua, one process",
+           None, kind="lua", note="etc/benchmark-ws.json"),
+    Server("lua-wss", "lapps wss: benchmark.lua → echo.lua, one process",
+           None, tls=True, kind="lua", note="etc/benchmark-wss.json"),
+]
+SMOKE = ["lapps-ws", "echosrv"]
+
+
+def label(server, versions):
+    return server.label.format(version=versions.get(server.venv) or "?",
+                               uvloop=versions.get("uvloop") or "not installed")
+
+
+# --------------------------------------------------------------------------
+# One wsbench run against one server.
+
+def run_wsbench(ctx, procs, server, rep, args):
+    port = free_port()
+    argv = ctx.pin(ctx.server_cpu) + server.argv(ctx, port)
+    logfile = ctx.tmp / f"{server.key}-{rep}.log"
+    record = {"server": server.key, "label": label(server, ctx.versions), "rep": rep,
+              "command": argv, "loadavg_before": os.getloadavg(), "ok": False}
+    with open(logfile, "wb") as out:
+        proc = procs.start(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        wait_listening(proc, port, what=server.key)
+        bench = ctx.pin(ctx.client_cpu) + [
+            str(ctx.wsbench), "-H", "127.0.0.1", "-p", str(port), "-u", server.path,
+            "-c", str(args.conns), "-s", str(args.size), "-w", str(args.warmup),
+            "-d", str(args.duration), "-S", str(proc.pid)] + (["-t"] if server.tls else [])
+        record["wsbench_command"] = bench
+        result = subprocess.run(bench, capture_output=True, text=True,
+                                timeout=15 + args.warmup + args.duration + 60)
+        record["wsbench_rc"] = result.returncode
+        line = (result.stdout.strip().splitlines() or [""])[-1]
+        record["wsbench_line"] = line
+        if result.stderr.strip():
+            record["wsbench_stderr"] = result.stderr.strip()[-2000:]
+        data = json.loads(line) if line.startswith("{") else None
+        record["wsbench"] = data
+        if data:
+            rate, cpu = data["msgs_per_s"], data["server_cpu"]
+            record["msgs_per_s"] = rate
+            record["cpu_us_per_msg"] = cpu / rate * 1e6 if rate > 0 and cpu >= 0 else None
+            record["ok"] = result.returncode == 0 and rate > 0
+        if proc.poll() is not None:
+            record["ok"] = False
+            record["error"] = f"server exited ({proc.returncode}) during the run"
+    except Exception as e:     # noqa: BLE001 -- one bad run must not stop the others
+        record["error"] = str(e)
+    finally:
+        record["server_rc"] = procs.stop(proc)
+    if not record["ok"]:
+        record["server_log_tail"] = tail(logfile)
+    return record
+
+
+# --------------------------------------------------------------------------
+# The Lua benchmark service (spec 7.2) against the Lua echo, in one server.
+
+def lua_benchmark_missing(variant):
+    missing = [p for p in (LUA_BENCHMARK, ETC / f"benchmark-{variant}.json") if not p.exists()]
+    return [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in missing]
+
+
+def lua_benchmark_config(ctx, variant, port):
+    """A copy of etc/benchmark-<variant>.json (one-file form) on a free port,
+    with absolute paths, run-time certificates and the echo target moved to
+    the port. Returns (path, port, number of benchmark instances, notes)."""
+    source = ETC / f"benchmark-{variant}.json"
+    config = json.loads(source.read_text())
+    notes = []
+    if "server" not in config:
+        ws = source.parent / os.environ.get("WS_CONFIG", "ws.json")
+        config["server"] = json.loads(ws.read_text()) if ws.exists() else {}
+    old_port = config["server"].get("port", 5083)
+    directories = config.setdefault("directories", {})
+    apps = Path(directories.get("applications", "apps"))
+    apps = apps if apps.is_absolute() else (source.parent / apps).resolve()
+    directories["applications"] = str(apps)
+    config["server"]["port"] = port
+    if config["server"].get("tls"):
+        config["server"]["tls_certificates"] = ctx.certs
+
+    moved = []
+
+    def retarget(node):
+        if isinstance(node, dict):
+            return {k: retarget(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [retarget(v) for v in node]
+        if isinstance(node, str):
+            m = URL.match(node)
+            if m and int(m.group(3)) == old_port:
+                moved.append(node)
+                return f"{m.group(1)}://{m.group(2)}:{port}{m.group(4) or ''}"
+        return node
+
+    config = retarget(config)
+    if not moved:
+        # The target lives in benchmark.lua: run a copy of the applications
+        # folder whose benchmark.lua points at the free port.
+        lua = (apps / "benchmark" / "benchmark.lua").read_text()
+        pattern = re.compile(r"(wss?://[^/\"'\s]+:)%d\b" % old_port)
+        if pattern.search(lua):
+            copy = ctx.tmp / f"apps-{variant}-{port}"
+            shutil.copytree(apps, copy)
+            (copy / "benchmark" / "benchmark.lua").write_text(pattern.sub(rf"\g<1>{port}", lua))
+            config["directories"]["applications"] = str(copy)
+            notes.append(f"echo target port {old_port} -> {port} in a copy of benchmark.lua")
+        else:
+            config["server"]["port"] = old_port
+            notes.append(f"no target URL on port {old_port} found to move: ran on port {old_port}")
+    services = config.get("services", {})
+    if "benchmark" in services:
+        instances = services["benchmark"].get("instances", 1)
+    else:
+        instances = sum(d.get("instances", 1) for d in services.values()
+                        if d.get("standalone") or d.get("internal"))
+    path = ctx.tmp / f"benchmark-{variant}-{port}.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path, config["server"]["port"], max(instances, 1), notes
+
+
+def run_lua_benchmark(ctx, procs, server, rep, args):
+    variant = "wss" if server.tls else "ws"
+    record = {"server": server.key, "label": server.label, "rep": rep, "kind": "lua",
+              "loadavg_before": os.getloadavg(), "ok": False}
+    try:
+        config, port, instances, notes = lua_benchmark_config(ctx, variant, free_port())
+    except Exception as e:  # noqa: BLE001
+        record["error"] = f"cannot prepare the config: {e}"
+        return record
+    argv = twistd() + ["-n", "--pidfile=", "lapps", "--config", str(config)]
+    record.update(command=argv, instances=instances, notes=notes)
+    lines, arrivals = [], queue.Queue()
+    proc = procs.start(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
+                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def reader():
+        for raw in proc.stdout:
+            arrivals.put((time.monotonic(), raw.decode("utf-8", "replace").rstrip("\n")))
+        arrivals.put((time.monotonic(), None))
+
+    threading.Thread(target=reader, daemon=True).start()
+    try:
+        connected, start = [], None
+        patience = 120.0
+        deadline = time.monotonic() + patience
+        window = []
+        while True:
+            limit = (start[0] + args.duration) if start else deadline
+            try:
+                t, line = arrivals.get(timeout=max(0.0, limit - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                raise RuntimeError(f"server exited ({proc.wait()}) during the run")
+            lines.append(line)
+            if start is None:
+                m = LUA_CONNECTED.search(line)
+                if m:
+                    connected.append(int(m.group(1)))
+                    if len(connected) == instances:
+                        start = (t, cpu_seconds(proc.pid))
+            else:
+                m = LUA_LINE.search(line)
+                if m and t <= start[0] + args.duration:
+                    window.append((int(m.group(1)), float(m.group(2))))
+        if start is None:
+            raise RuntimeError(f"{len(connected)} of {instances} 'Sockets connected' lines "
+                               f"within {patience:.0f} s")
+        end = (time.monotonic(), cpu_seconds(proc.pid))
+        record["sockets_connected"] = connected
+        record["lines"] = [f"{c} messages per {ms:g}ms" for c, ms in window]
+        if not window:
+            raise RuntimeError("no '<n> messages received per <ms>ms' line in the window")
+        per_line = [c * 1000.0 / ms for c, ms in window if ms > 0]
+        rate = statistics.fmean(per_line) * instances
+        share = (end[1] - start[1]) / (end[0] - start[0])
+        record.update(msgs_per_s=rate, process_cpu=share, window_s=end[0] - start[0],
+                      cpu_us_per_msg=share / rate * 1e6 if rate > 0 else None, ok=rate > 0)
+    except Exception as e:  # noqa: BLE001
+        record["error"] = str(e)
+    finally:
+        record["server_rc"] = procs.stop(proc)
+    if not record["ok"]:
+        record["server_log_tail"] = "\n".join(lines[-30:])
+    return record
+
+
+# --------------------------------------------------------------------------
+# Summary.
+
+def summarize(runs, order):
+    rows = []
+    for key in order:
+        mine = [r for r in runs if r["server"] == key]
+        ok = [r for r in mine if r["ok"]]
+        rates = [r["msgs_per_s"] for r in ok]
+        cpu = [r["cpu_us_per_msg"] for r in ok if r.get("cpu_us_per_msg")]
+        rows.append({"server": key, "label": mine[0]["label"] if mine else key,
+                     "kind": mine[0].get("kind", "wsbench") if mine else "wsbench",
+                     "runs": len(mine), "ok": len(ok),
+                     "msgs_per_s_median": statistics.median(rates) if rates else None,
+                     "msgs_per_s_min": min(rates) if rates else None,
+                     "msgs_per_s_max": max(rates) if rates else None,
+                     "cpu_us_per_msg_median": statistics.median(cpu) if cpu else None})
+    base = next((r["cpu_us_per_msg_median"] for r in rows if r["server"] == BASELINE), None)
+    for row in rows:
+        c = row["cpu_us_per_msg_median"]
+        row["ratio_to_autobahn"] = c / base if c and base else None
+    return rows
+
+
+def fmt_rate(row):
+    if row["msgs_per_s_median"] is None:
+        return "failed"
+    return (f"{row['msgs_per_s_median']:,.0f} "
+            f"({row['msgs_per_s_min']:,.0f}–{row['msgs_per_s_max']:,.0f})")
+
+
+def table(rows, kind):
+    out = ["| server | msgs/s median (min–max) | server CPU-µs/msg | CPU-µs/msg vs Autobahn/Twisted |",
+           "|---|---:|---:|---:|"]
+    for row in rows:
+        if row["kind"] != kind:
+            continue
+        cpu = row["cpu_us_per_msg_median"]
+        ratio = row["ratio_to_autobahn"]
+        runs = "" if row["ok"] == row["runs"] else f" ({row['ok']}/{row['runs']} runs ok)"
+        out.append(f"| {row['label']}{runs} | {fmt_rate(row)} | "
+                   f"{f'{cpu:.1f}' if cpu else '—'} | {f'{ratio:.2f}×' if ratio else '—'} |")
+    return "\n".join(out)
+
+
+def machine():
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu_model": model,
+            "python": platform.python_version(), "kernel": platform.release(),
+            "loadavg_at_start": os.getloadavg()}
+
+
+# --------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="servers: " + ", ".join(s.key for s in SERVERS))
+    p.add_argument("--reps", type=int, default=5, help="repetitions of each server (default 5)")
+    p.add_argument("--warmup", type=float, default=2.0, help="wsbench warm-up seconds (default 2)")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="measured seconds per run (default 10)")
+    p.add_argument("--size", type=int, default=1024, help="message bytes (default 1024)")
+    p.add_argument("--conns", type=int, default=100, help="connections (default 100)")
+    p.add_argument("--servers", help="comma-separated subset of the servers, in this order")
+    p.add_argument("--smoke", action="store_true",
+                   help="1 rep, 1 s warm-up, 2 s measured, lapps-ws and echosrv only, no venv")
+    p.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
+    p.add_argument("--out", type=Path, default=BENCH / "results.json",
+                   help="raw per-run JSON (default bench/results.json)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.reps, args.warmup, args.duration = 1, 1.0, 2.0
+        args.servers = args.servers or ",".join(SMOKE)
+    known = {s.key: s for s in SERVERS}
+    keys = args.servers.split(",") if args.servers else list(known)
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        p.error(f"unknown server(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    args.selected = [known[k] for k in keys]
+    return args
+
+
+def pick_cpus(no_pin):
+    if no_pin or not shutil.which("taskset"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    notes = []
+    procs = Processes()
+    tmp = Path(tempfile.mkdtemp(prefix="lapps-bench-"))
+    runs = []
+    try:
+        wsbench, echosrv = build_loadgen(tmp)
+        versions = {}
+        wanted = sorted({s.venv for s in args.selected if s.venv} |
+                        ({"uvloop"} if any(s.key == "picows" for s in args.selected) else set()))
+        if wanted:
+            versions, venv_notes = ensure_venv([p for p in PEER_PACKAGES if p in wanted])
+            notes += venv_notes
+        servers = []
+        for s in args.selected:
+            if s.venv and not versions.get(s.venv):
+                notes.append(f"{s.key}: left out ({s.venv} is not installed in bench/.venv)")
+            elif s.kind == "lua" and lua_benchmark_missing("wss" if s.tls else "ws"):
+                missing = lua_benchmark_missing("wss" if s.tls else "ws")
+                notes.append(f"{s.key}: skipped, the Lua benchmark is not there yet "
+                             f"(missing {', '.join(missing)})")
+            else:
+                servers.append(s)
+        cpus = pick_cpus(args.no_pin)
+        if cpus[0] is None:
+            notes.append("server and wsbench not pinned (fewer than 2 CPUs, no taskset, or --no-pin)")
+        ctx = Ctx(tmp, wsbench, echosrv, cpus, versions)
+        info = machine()
+        log(f"# {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
+            f"load {info['loadavg_at_start'][0]:.2f} {info['loadavg_at_start'][1]:.2f}")
+        for rep in range(args.reps):
+            shift = rep % len(servers) if servers else 0
+            for server in servers[shift:] + servers[:shift]:
+                run = (run_lua_benchmark if server.kind == "lua" else run_wsbench)(
+                    ctx, procs, server, rep, args)
+                runs.append(run)
+                rate = run.get("msgs_per_s")
+                cpu = run.get("cpu_us_per_msg")
+                log(f"rep {rep + 1}/{args.reps} {server.key:<10} " +
+                    (f"{rate:>10,.0f} msgs/s  {cpu:6.1f} CPU-µs/msg" if run["ok"] and rate and cpu
+                     else f"FAILED: {run.get('error') or run.get('wsbench_line') or '?'}"))
+        rows = summarize(runs, [s.key for s in servers])
+        elapsed = time.monotonic() - started
+        command = " ".join(["python3", "bench/run.py"] + (argv if argv is not None else sys.argv[1:]))
+        pinned = (f"server on CPU {cpus[0]}, wsbench on CPU {cpus[1]}" if cpus[0] is not None
+                  else "not pinned")
+        print(f"Workload: {args.conns} connections × {args.size} B binary ping-pong, "
+              f"{args.warmup:g} s warm-up, {args.duration:g} s measured, {args.reps} "
+              f"repetition(s) interleaved; {pinned}.")
+        print(f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
+              f"Linux {info['kernel']}; load average at start "
+              f"{' '.join(f'{x:.2f}' for x in info['loadavg_at_start'])}.")
+        print(f"Command: `{command}`\n")
+        print(table(rows, "wsbench"))
+        if any(r["kind"] == "lua" for r in rows):
+            print("\nThe Lua benchmark service (spec §7.2: sum over instances of the mean "
+                  "per-line rate; CPU is the whole lapps process, clients included; not pinned):\n")
+            print(table(rows, "lua"))
+        for note in notes:
+            print(f"\nNote: {note}")
+        for run in runs:
+            if not run["ok"]:
+                print(f"\nFailed: {run['server']} rep {run['rep'] + 1}: "
+                      f"{run.get('error') or run.get('wsbench_line') or run.get('wsbench_stderr')}")
+        print(f"\n({elapsed:.0f} s; raw runs in {args.out})")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": command, "machine": info, "versions": versions,
+            "settings": {"reps": args.reps, "warmup": args.warmup, "duration": args.duration,
+                         "size": args.size, "conns": args.conns, "server_cpu": cpus[0],
+                         "client_cpu": cpus[1]},
+            "notes": notes, "summary": rows, "runs": runs}, indent=2) + "\n")
+        return 0 if runs and all(r["ok"] for r in runs) else 1
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

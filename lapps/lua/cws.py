@@ -1,0 +1,247 @@
+"""``cws``: the WebSocket client of Lua services (spec §5).
+
+The connections are Autobahn client protocols on the reactor; a service
+reaches them only through ``callFromThread`` (to connect, send and close) and
+a queue of events (open, message, error, close) that ``cws:eventLoop()``
+drains, so callbacks run only inside ``eventLoop``, in the service's own
+thread. ``cws:new`` waits for the opening handshake: a standalone instance
+blocks its thread, a reactive instance suspends its coroutine.
+"""
+
+import itertools
+import queue
+import struct
+from urllib.parse import urlsplit
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.python.threadable import isInIOThread
+
+MAX_MESSAGE = 16 * 1024 * 1024
+CONNECT_TIMEOUT = 10.0
+_ids = itertools.count(1)
+
+_CWS = b"""
+local start, wait, next_event, send, close = ...
+local type, pcall, tostring, setmetatable = type, pcall, tostring, setmetatable
+local stderr = io.stderr
+local callbacks = {}
+local Sock = {}
+Sock.__index = Sock
+
+function Sock:close()
+  if self.handler then
+    callbacks[self.handler] = nil
+    close(self.handler)
+    self.handler = nil
+  end
+end
+Sock.__gc = Sock.close
+
+local cws = {}
+
+function cws:new(uri, handlers)
+  if type(uri) ~= "string" or (handlers ~= nil and type(handlers) ~= "table") then
+    return nil, "usage: cws:new(uri, {onopen=, onmessage=, onerror=, onclose=})"
+  end
+  local id, err = start(uri)
+  if not id then return nil, err end
+  callbacks[id] = handlers or {}
+  local ok, reason = wait(id)
+  if not ok then
+    callbacks[id] = nil
+    return nil, reason
+  end
+  return setmetatable({ handler = id }, Sock)
+end
+
+function cws:send(handler, data, opcode)
+  if type(handler) ~= "number" or type(data) ~= "string" or (opcode ~= 1 and opcode ~= 2) then
+    return false, "usage: cws:send(handler, data, opcode), opcode 1 (text) or 2 (binary)"
+  end
+  return send(handler, data, opcode)
+end
+
+local function dispatch(kind, handler, a, b)
+  local handlers = callbacks[handler]
+  if handlers == nil then return end
+  if kind == "error" or kind == "close" then callbacks[handler] = nil end
+  local fn = handlers["on" .. kind]
+  if fn == nil then return end
+  local ok, err
+  if kind == "open" then ok, err = pcall(fn, handler)
+  elseif kind == "message" then ok, err = pcall(fn, handler, a, b)
+  elseif kind == "close" and a == nil then ok, err = pcall(fn, handler)
+  else ok, err = pcall(fn, handler, a) end
+  if not ok then stderr:write("cws: error in on" .. kind .. ": " .. tostring(err) .. "\\n") end
+end
+
+function cws:eventLoop()
+  local kind, handler, a, b = next_event(true)
+  while kind do
+    dispatch(kind, handler, a, b)
+    kind, handler, a, b = next_event(false)
+  end
+end
+
+return cws
+"""
+
+
+class _Protocol(WebSocketClientProtocol):
+    """One cws connection: reports to its pool, never runs Lua itself."""
+
+    def onOpen(self):
+        self.factory.pool.opened(self)
+
+    def onMessage(self, payload, isBinary):
+        self.factory.pool.events.put((b"message", self.factory.handler, payload,
+                                      2 if isBinary else 1))
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.pool.closed(self, wasClean, code, reason)
+
+
+def _failure_text(failure):
+    error = failure.value
+    return f"Can't create socket: {type(error).__name__}: {error}".encode()
+
+
+class Pool:
+    """The cws connections of one Lua instance and their event queue."""
+
+    def __init__(self, reactor, client_tls, pending, may_block):
+        self.reactor, self.client_tls, self.may_block = reactor, client_tls, may_block
+        self.events = queue.SimpleQueue()
+        self.pending = pending  # handler -> Deferred of (ok, message); the waiter pops it
+        self.connecting = {}    # the same Deferreds, until the handshake ends
+        self.protocols = {}     # handler -> protocol, once its handshake is done
+        self.open = set()       # handlers a send may use (read from the Lua thread)
+
+    # Called from Lua (its own thread, or the reactor thread for reactive services).
+
+    def start(self, uri):
+        try:
+            parts = urlsplit(uri.decode("utf-8"))
+            port = parts.port
+        except (UnicodeDecodeError, ValueError) as e:
+            return None, f"Invalid URI: {e}".encode()
+        if parts.scheme not in ("ws", "wss"):
+            return None, b"Invalid schema: only ws:// and wss:// are supported"
+        if not parts.hostname:
+            return None, b"Invalid URI: no host"
+        handler = next(_ids)
+        self.pending[handler] = self.connecting[handler] = Deferred()
+        self._on_reactor(self._connect, handler, parts.scheme, parts.hostname,
+                         port or (443 if parts.scheme == "wss" else 80),
+                         parts.geturl())
+        return handler
+
+    def wait(self, handler):
+        """Block this (non-reactor) thread until the handshake ends."""
+        done = queue.SimpleQueue()
+        self._on_reactor(lambda: self.pending.pop(handler).addBoth(done.put))
+        try:
+            return done.get(timeout=CONNECT_TIMEOUT + 5)
+        except queue.Empty:
+            return False, b"Can't create socket: timed out"
+
+    def next_event(self, wait):
+        """The next event; the first of a loop may wait 1 ms, except on the
+        reactor thread (reactive services), which never waits."""
+        try:
+            if wait and self.may_block:
+                return self.events.get(timeout=0.001)
+            return self.events.get_nowait()
+        except queue.Empty:
+            return None
+
+    def send(self, handler, data, opcode):
+        if handler not in self.open:
+            return False, b"Communication error: the connection is closed"
+        self._on_reactor(self._send, handler, data, opcode == 2)
+        return True
+
+    def close(self, handler):
+        self.open.discard(handler)
+        self._on_reactor(self._close, handler)
+
+    # On the reactor thread.
+
+    def _on_reactor(self, f, *args):
+        if isInIOThread():
+            f(*args)
+        else:
+            self.reactor.callFromThread(f, *args)
+
+    def _connect(self, handler, scheme, host, port, url):
+        factory = WebSocketClientFactory(url)
+        factory.noisy = False
+        factory.protocol = _Protocol
+        factory.pool, factory.handler = self, handler
+        factory.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE,
+                                   maxFramePayloadSize=MAX_MESSAGE,
+                                   openHandshakeTimeout=CONNECT_TIMEOUT)
+        endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=CONNECT_TIMEOUT)
+        if scheme == "wss":
+            endpoint = endpoints.wrapClientTLS(self.client_tls(host), endpoint)
+        endpoint.connect(factory).addErrback(self._refused, handler)
+
+    def _refused(self, failure, handler):
+        self._settle(handler, False, _failure_text(failure))
+
+    def _settle(self, handler, ok, message=None):
+        connecting = self.connecting.pop(handler, None)
+        if connecting is not None:
+            connecting.callback((ok, message))
+
+    def opened(self, protocol):
+        handler = protocol.factory.handler
+        self.protocols[handler] = protocol
+        self.open.add(handler)
+        self.events.put((b"open", handler, None, None))
+        self._settle(handler, True)
+
+    def closed(self, protocol, clean, code, reason):
+        handler = protocol.factory.handler
+        if self.protocols.pop(handler, None) is None:  # the handshake itself failed
+            why = protocol.wasNotCleanReason or reason or "connection closed"
+            self._settle(handler, False, f"Can't create socket: fail on connection upgrade "
+                                         f"({why})".encode())
+            return
+        if handler not in self.open:  # closed by the service itself: no callback
+            return
+        self.open.discard(handler)
+        if protocol.remoteCloseCode is not None:
+            reason = (protocol.remoteCloseReason or "").encode("utf-8")
+            body = struct.pack("!H", protocol.remoteCloseCode) + reason
+            self.events.put((b"close", handler, body, None))
+        elif clean:
+            self.events.put((b"close", handler, None, None))  # an empty close frame
+        else:
+            self.events.put((b"error", handler,
+                             b"Communication error, socket closed by peer", None))
+
+    def _send(self, handler, data, is_binary):
+        protocol = self.protocols.get(handler)
+        if protocol is not None:
+            protocol.sendMessage(data, is_binary)
+
+    def _close(self, handler):
+        protocol = self.protocols.get(handler)
+        if protocol is not None and protocol.state == protocol.STATE_OPEN:
+            protocol.sendCloseFrame(code=1001, isReply=False)
+        else:
+            self._settle(handler, False, b"Can't create socket: closed")
+
+
+def install(context):
+    """Create the ``cws`` global. A standalone instance waits for the
+    handshake in its thread; a reactive one suspends (``context.wait``)."""
+    pool = Pool(context.reactor, context.client_tls, context.pending,
+                may_block=context.standalone)
+    wait = pool.wait if context.standalone else context.wait
+    context.runtime.globals()[b"cws"] = context.runtime.execute(
+        _CWS, pool.start, wait, pool.next_event, pool.send, pool.close)
+    return pool

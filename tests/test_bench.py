@@ -1,0 +1,37 @@
+"""The benchmark harness runs end to end (``bench/run.py --smoke``): real
+lapps and C echo servers under the real load generator. It checks that
+numbers come out, never how fast anything is."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_smoke_run_reports_both_servers(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--smoke",
+                             "--out", str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| server | msgs/s median (min–max) | server CPU-µs/msg |")
+    assert any(row.startswith("| lapps ws ") for row in rows), rows
+    assert any(row.startswith("| echosrv ") for row in rows), rows
+
+    data = json.loads(out.read_text())
+    runs = {run["server"]: run for run in data["runs"]}
+    assert set(runs) == {"lapps-ws", "echosrv"}
+    for run in runs.values():
+        assert run["ok"], run
+        assert run["wsbench"]["msgs_per_s"] > 0
+        assert run["wsbench"]["connected"] == run["wsbench"]["conns"] == 100
+        assert run["wsbench"]["server_cpu"] > 0
+        assert run["cpu_us_per_msg"] > 0
+        assert run["wsbench_line"].startswith("{")
+        assert run["command"] and run["wsbench_command"]
+    for row in data["summary"]:
+        assert row["msgs_per_s_median"] > 0 and row["cpu_us_per_msg_median"] > 0
