@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.python.threadable import isInIOThread
 
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -91,6 +92,12 @@ return cws
 
 class _Protocol(WebSocketClientProtocol):
     """One cws connection: reports to its pool, never runs Lua itself."""
+
+    lost = None
+
+    def connectionLost(self, reason):
+        self.lost = reason.value  # why, when the handshake never finished (TLS, ...)
+        super().connectionLost(reason)
 
     def onOpen(self):
         self.factory.pool.opened(self)
@@ -206,7 +213,9 @@ class Pool:
     def closed(self, protocol, clean, code, reason):
         handler = protocol.factory.handler
         if self.protocols.pop(handler, None) is None:  # the handshake itself failed
-            why = protocol.wasNotCleanReason or reason or "connection closed"
+            lost = protocol.lost
+            why = (f"{type(lost).__name__}: {lost}" if lost is not None and
+                   not isinstance(lost, ConnectionDone) else protocol.wasNotCleanReason or reason)
             self._settle(handler, False, f"Can't create socket: fail on connection upgrade "
                                          f"({why})".encode())
             return
