@@ -441,6 +441,8 @@ def run_lua_benchmark(ctx, procs, server, rep, args):
                                f"within {patience:.0f} s")
         end = (time.monotonic(), cpu_seconds(proc.pid))
         record["sockets_connected"] = connected
+        if min(connected) == 0:
+            raise RuntimeError(f"an instance connected no socket: {connected}")
         record["lines"] = [f"{c} messages per {ms:g}ms" for c, ms in window]
         if not window:
             raise RuntimeError("no '<n> messages received per <ms>ms' line in the window")
@@ -468,17 +470,21 @@ def summarize(runs, order):
         ok = [r for r in mine if r["ok"]]
         rates = [r["msgs_per_s"] for r in ok]
         cpu = [r["cpu_us_per_msg"] for r in ok if r.get("cpu_us_per_msg")]
+        share = [r["wsbench"]["server_cpu"] if r.get("wsbench") else r.get("process_cpu")
+                 for r in ok]
+        share = [x for x in share if x is not None and x >= 0]
         rows.append({"server": key, "label": mine[0]["label"] if mine else key,
                      "kind": mine[0].get("kind", "wsbench") if mine else "wsbench",
                      "runs": len(mine), "ok": len(ok),
                      "msgs_per_s_median": statistics.median(rates) if rates else None,
                      "msgs_per_s_min": min(rates) if rates else None,
                      "msgs_per_s_max": max(rates) if rates else None,
-                     "cpu_us_per_msg_median": statistics.median(cpu) if cpu else None})
+                     "cpu_us_per_msg_median": statistics.median(cpu) if cpu else None,
+                     "cpu_share_median": statistics.median(share) if share else None})
     base = next((r["cpu_us_per_msg_median"] for r in rows if r["server"] == BASELINE), None)
     for row in rows:
         c = row["cpu_us_per_msg_median"]
-        row["ratio_to_autobahn"] = c / base if c and base else None
+        row["ratio_to_autobahn"] = c / base if c and base and row["kind"] == "wsbench" else None
     return rows
 
 
@@ -490,16 +496,24 @@ def fmt_rate(row):
 
 
 def table(rows, kind):
-    out = ["| server | msgs/s median (min–max) | server CPU-µs/msg | CPU-µs/msg vs Autobahn/Twisted |",
-           "|---|---:|---:|---:|"]
+    if kind == "lua":
+        out = ["| benchmark | msgs/s median (min–max) | process CPU-µs/msg (server + clients) "
+               "| process CPU (cores) |", "|---|---:|---:|---:|"]
+    else:
+        out = ["| server | msgs/s median (min–max) | server CPU-µs/msg "
+               "| CPU-µs/msg vs Autobahn/Twisted | server CPU (cores) |",
+               "|---|---:|---:|---:|---:|"]
     for row in rows:
         if row["kind"] != kind:
             continue
-        cpu = row["cpu_us_per_msg_median"]
-        ratio = row["ratio_to_autobahn"]
+        cpu, ratio, share = (row["cpu_us_per_msg_median"], row["ratio_to_autobahn"],
+                             row["cpu_share_median"])
         runs = "" if row["ok"] == row["runs"] else f" ({row['ok']}/{row['runs']} runs ok)"
-        out.append(f"| {row['label']}{runs} | {fmt_rate(row)} | "
-                   f"{f'{cpu:.1f}' if cpu else '—'} | {f'{ratio:.2f}×' if ratio else '—'} |")
+        cells = [f"{row['label']}{runs}", fmt_rate(row), f"{cpu:.1f}" if cpu else "—"]
+        if kind != "lua":
+            cells.append(f"{ratio:.2f}×" if ratio else "—")
+        cells.append(f"{share:.2f}" if share is not None else "—")
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -510,7 +524,15 @@ def machine():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"nproc": os.cpu_count(), "cpu_model": model,
+    def git_out(*argv):
+        return subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    git = {}
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        git = {"commit": git_out("rev-parse", "--short", "HEAD"),
+               "uncommitted_files": len(git_out("status", "--porcelain").splitlines())}
+    return {"nproc": os.cpu_count(), "cpu_model": model, "git": git,
             "python": platform.python_version(), "kernel": platform.release(),
             "loadavg_at_start": os.getloadavg()}
 
@@ -614,11 +636,16 @@ def main(argv=None):
         print(f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
               f"Linux {info['kernel']}; load average at start "
               f"{' '.join(f'{x:.2f}' for x in info['loadavg_at_start'])}.")
-        print(f"Command: `{command}`\n")
+        git = info["git"]
+        print(f"Command: `{command}`" + (f" at {git['commit']}" + (
+            f" with {git['uncommitted_files']} uncommitted file(s)" if git["uncommitted_files"]
+            else "") if git else "") + ".\n")
         print(table(rows, "wsbench"))
         if any(r["kind"] == "lua" for r in rows):
-            print("\nThe Lua benchmark service (spec §7.2: sum over instances of the mean "
-                  "per-line rate; CPU is the whole lapps process, clients included; not pinned):\n")
+            print("\nThe Lua benchmark service against the Lua echo in one lapps process "
+                  "(spec §7.2: msgs/s is the sum over instances of the mean per-line rate, "
+                  f"{args.duration:g} s after the last 'Sockets connected'; CPU is the whole "
+                  "process, cws clients included; not pinned):\n")
             print(table(rows, "lua"))
         for note in notes:
             print(f"\nNote: {note}")
