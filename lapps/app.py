@@ -78,6 +78,8 @@ class LAppSService(MultiService):
             from twisted.internet import reactor
         self.reactor = reactor
         self.config = cfg = _as_config(config)
+        # as LAppS does, for services that read it (also at module load)
+        os.environ["LAPPS_APPS_DIR"] = os.path.join(cfg.apps_dir, "")
         self.connections = {}
         self.broadcasts = Broadcasts(self.connections, reactor)
         self.broadcasts.setServiceParent(self)
@@ -115,7 +117,6 @@ class LAppSService(MultiService):
         self.listener.setServiceParent(self)
 
     def startService(self):
-        os.environ["LAPPS_APPS_DIR"] = os.path.join(self.config.apps_dir, "")
         super().startService()
         self.reactor.callWhenRunning(self._ready)
 

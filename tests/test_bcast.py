@@ -53,7 +53,7 @@ def test_a_disconnected_subscriber_leaves_the_channel(server):
     async def go():
         leaving = await subscribe(server.url("/lprobe"), 5)
         staying = await subscribe(server.url("/lprobe"), 5)
-        handler_line = await leaving.close()
+        await leaving.close()
         server.wait_for(r"lprobe::onDisconnect ")
         await staying.send(call("publish", 5, 1, "after"))
         first = cbor2.loads(await staying.recv())
@@ -83,13 +83,27 @@ def test_a_subscriber_that_stops_reading_does_not_delay_the_others(server):
     assert asyncio.run(go()) == list(range(1, 401))
 
 
-def test_subscribing_to_a_missing_channel_fails_in_lua(start_server):
+def test_subscribing_to_a_missing_channel_is_false_and_a_message(start_server):
     server = start_server({"lprobe": reactive("/lprobe", protocol="LAppS")}, applications=TEST_APPS)
 
     async def go():
         async with websockets.connect(server.url("/lprobe")) as ws:
-            await ws.send(call("publish", 424242, 1, "z"))
+            await ws.send(call("subscribe_missing", 424242))
             return cbor2.loads(await ws.recv())
 
-    assert asyncio.run(go())["result"] == [1]  # bcast:send on a missing channel is false, no error
+    assert asyncio.run(go())["result"] == [False, "Broadcast with id 424242 is not found"]
     assert server.count("Lua error") == 0
+
+
+def test_dropping_a_handler_leaves_every_channel():
+    """What the server does when a connection closes (the socket tests above
+    cannot see membership, only deliveries)."""
+    from twisted.internet import reactor
+    from lapps.services.bcast import Broadcasts
+    channels = Broadcasts({7: object(), 8: object()}, reactor)
+    for channel in (1, 2, 3):
+        channels.create(channel)
+        assert channels.subscribe(channel, 7) is True
+    channels.subscribe(2, 8)
+    channels.drop(7)
+    assert [channels.subscribers(c) for c in (1, 2, 3)] == [frozenset(), {8}, frozenset()]

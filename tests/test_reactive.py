@@ -88,9 +88,51 @@ def test_handler_ids_are_unique_integers(probe):
 def test_lua_sees_no_python_bridge(probe):
     async def go():
         async with websockets.connect(probe.url("/probe")) as ws:
-            return await ask(ws, "python")
+            return await ask(ws, "python"), await ask(ws, "pyreach")
 
-    assert run(go()) == "nil function"
+    assert run(go()) == ("nil function", "require=false")
+
+
+def test_yielding_the_dispatcher_is_a_lua_error_not_a_lost_event(probe):
+    """A service that yields the coroutine lapps runs it in gets an error
+    (1011); its onDisconnect still comes, and the instance goes on."""
+    async def go():
+        ws = await websockets.connect(probe.url("/probe"))
+        handler = (await ask(ws, "who")).split()[2]
+        await ws.send("yield")
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        async with websockets.connect(probe.url("/probe")) as other:
+            assert await ask(other, "again") == "again"
+        return handler, ws.close_code
+
+    handler, code = run(go())
+    assert code == 1011
+    probe.wait_for(r"coroutine.yield outside a coroutine of the service's own")
+    probe.wait_for(rf"probe::onDisconnect {handler} ")
+
+
+def test_running_out_of_lua_memory_closes_only_that_connection(start_server):
+    server = start_server({"hog": reactive("/hog", max_memory=16 * 1024 * 1024,
+                                           max_inbound_message_size=32 * 1024 * 1024)},
+                          applications=TEST_APPS)
+
+    async def go():
+        codes = []
+        for message in ["grow", "grow", b"y" * (20 * 1024 * 1024)]:
+            ws = await websockets.connect(server.url("/hog"), max_size=None)
+            await ws.send(message)
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+            codes.append(ws.close_code)
+        async with websockets.connect(server.url("/hog")) as ws:
+            codes.append(await ask(ws, "still here"))
+        return codes
+
+    assert run(go()) == [1011, 1011, 1009, "still here"]
+    assert server.process.poll() is None
+    server.wait_for(r"not enough memory")
+    server.wait_for(r"has no memory for a message of 20971520 bytes")
 
 
 def test_ondisconnect_once_after_a_clean_close(probe):
@@ -212,6 +254,18 @@ def upgrade_request(path, extra=""):
     return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
+
+
+def test_plain_get_of_an_unknown_target_is_404(probe):
+    response = run(raw_request(probe.port, b"GET /nowhere HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+    assert response.startswith("HTTP/1.1 404 Not Found\r\n")
+
+
+def test_only_websocket_version_13_is_accepted(probe):
+    response = run(raw_request(probe.port, upgrade_request("/probe").replace(
+        b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8")))
+    assert response.startswith("HTTP/1.1 400 Bad Request\r\n")
+    assert "\r\nSec-WebSocket-Version: 13\r\n" in response
 
 
 def test_unknown_target_is_404_before_any_upgrade(probe):

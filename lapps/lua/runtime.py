@@ -26,7 +26,7 @@ def new_runtime(max_memory: int, lua_path: str):
         register_eval=False, register_builtins=False, unpack_returned_tuples=True,
         encoding=None, attribute_filter=_no_attributes, max_memory=max_memory)
     runtime.execute(b"""
-        python = nil
+        python, package.loaded.python = nil, nil
         -- print() writes each line with one unbuffered write, at once: lines
         -- from several instance threads and the server's log never mix
         local select, tostring, concat, stdout = select, tostring, table.concat, io.stdout
@@ -44,9 +44,15 @@ def new_runtime(max_memory: int, lua_path: str):
     return runtime
 
 
-_LOADER = b"""
+#: The error handler every protected call uses: the message and a traceback.
+_REPORT = b"""
+local traceback, tostring = debug.traceback, tostring
+local function report(e) return traceback(tostring(e), 2) end
+"""
+
+_LOADER = _REPORT + b"""
 local name, required = ...
-local ok, module = xpcall(require, function(e) return debug.traceback(tostring(e), 2) end, name)
+local ok, module = xpcall(require, report, name)
 if not ok then return nil, module end
 if type(module) ~= "table" then
   return nil, "module " .. name .. " returned " .. type(module) .. " instead of a table"
@@ -71,10 +77,9 @@ def load_module(runtime, name: str, required_functions):
     return module
 
 
-_PROTECTED_CALL = b"""
+_PROTECTED_CALL = _REPORT + b"""
 local module, name = ...
-local xpcall, traceback, tostring = xpcall, debug.traceback, tostring
-local function report(e) return traceback(tostring(e), 2) end
+local xpcall = xpcall
 return function(...) return xpcall(module[name], report, ...) end
 """
 
@@ -85,12 +90,18 @@ def protected(runtime, module, name: str):
     return runtime.execute(_PROTECTED_CALL, module, name.encode())
 
 
-_DISPATCHER = b"""
-local module
-local xpcall, traceback, tostring = xpcall, debug.traceback, tostring
+_DISPATCHER = _REPORT + b"""
+local module, co
+local xpcall, error = xpcall, error
 local yield, resume, running = coroutine.yield, coroutine.resume, coroutine.running
-local function report(e) return traceback(tostring(e), 2) end
-local co = coroutine.create(function(name, a, b, c)
+-- the dispatcher's own yields carry lapps's tags: the service may not yield it
+coroutine.yield = function(...)
+  if running() == co then
+    error("coroutine.yield outside a coroutine of the service's own", 2)
+  end
+  return yield(...)
+end
+co = coroutine.create(function(name, a, b, c)
   while true do
     name, a, b, c = yield("done", xpcall(module[name], report, a, b, c))
   end

@@ -81,7 +81,7 @@ class LAppSServerProtocol(WebSocketServerProtocol):
     # What Lua's ws module calls.
 
     def send_raw(self, opcode, data):
-        if opcode != 1 and opcode != 2:
+        if (opcode != 1 and opcode != 2) or isinstance(opcode, bool):
             return False, b"opcode must be 1 (text) or 2 (binary)"
         if not isinstance(data, bytes):
             return False, b"data must be a string"
@@ -106,6 +106,9 @@ class LAppSServerProtocol(WebSocketServerProtocol):
     # Handshake failures: a plain-text HTTP answer, never an HTML page.
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
+        path = getattr(self, "http_request_path", None)
+        if code == 426 and path not in self.factory.routes:  # not even a WebSocket place
+            code, reason = 404, f"no service at {path}"
         log.info("handshake from {peer} refused with {code}: {reason}",
                  lapps_event="handshake.refused", peer=self.peer, code=code, reason=reason)
         super().failHandshake(reason, code, responseHeaders)
@@ -143,6 +146,7 @@ class LAppSServerFactory(WebSocketServerFactory):
         self.protocols = set()
         self._drained = []
         self.setProtocolOptions(webStatus=False, failByDrop=False, allowNullOrigin=True,
+                                versions=[13],
                                 autoFragmentSize=1392 if auto_fragment else 0)
 
     def forget(self, protocol):

@@ -28,6 +28,9 @@ ON_START, ON_MESSAGE, ON_DISCONNECT, ON_SHUTDOWN = (name.encode() for name in CA
 #: What ``step`` returns when a callback ran and returned true: the hot path.
 _DONE_TRUE = (True, b"done", True, True)
 
+#: Memory kept free in an instance beyond a message's own size.
+_MEMORY_MARGIN = 1024 * 1024
+
 #: The blocking calls a reactive instance makes by suspending its coroutine.
 _SUSPENDING = b"""
 local suspend = ...
@@ -51,6 +54,7 @@ class Instance:
     def __init__(self, service, index):
         config, parts = service.config, service.parts
         self.service, self.index, self.clock = service, index, parts.reactor
+        self.max_memory = config.max_memory
         self.runtime = lua.new_runtime(config.max_memory, parts.lua_path)
         self._step, suspend, bind = lua.dispatcher(self.runtime)
         sleep, wait = self.runtime.execute(_SUSPENDING, suspend)
@@ -64,28 +68,36 @@ class Instance:
         self.busy = False
         self.stopping = False
         self._queue = collections.deque()
-        self._current = None
-        self._sleep = None
+        self._current = None      # (callback, connection, handler) running now
+        self._sleep = None        # the DelayedCall ending a nap
+        self._waiting = None      # the Deferred a "wait" suspension resumes on
         self._shutdown = None
 
     # Events in.
 
-    def post(self, callback, connection, *args):
-        """Run ``callback(*args)`` now, or after the events before it."""
-        if self.busy or callback is None:
-            self._queue.append((callback, connection, args))
-            if not self.busy:
-                self._drain()
+    def post(self, callback, connection, handler, *args):
+        """Run ``callback(handler, *args)`` now, or after the events before it."""
+        if self.busy:
+            self._queue.append((callback, connection, handler, args))
             return
-        self._current = (callback, connection)
-        outcome = self._step(callback, *args)
+        self._current = (callback, connection, handler)
+        outcome = self._step(callback, handler, *args)
         if outcome != _DONE_TRUE:
             self._settle(outcome)
         if self._queue and not self.busy:
             self._drain()
 
+    def reply_in_order(self, connection, payload):
+        """Send a reply prepared in Python after the events queued before it,
+        so that responses on the command channel keep the order of requests."""
+        if self.busy:
+            self._queue.append((None, connection, None, (payload,)))
+        else:
+            connection.send_raw(2, payload)
+
     def raw_message(self, connection, payload, is_binary):
-        self.post(ON_MESSAGE, connection, connection.handler, 2 if is_binary else 1, payload)
+        if self._fits(connection, len(payload)):
+            self.post(ON_MESSAGE, connection, connection.handler, 2 if is_binary else 1, payload)
 
     def lapps_message(self, connection, payload, is_binary):
         """Classify a LAppS-protocol message (spec §4.3); bad input gets its
@@ -93,14 +105,16 @@ class Instance:
         if not is_binary:
             connection.close_with(1003, b"LAppS-protocol messages are CBOR in binary frames")
             return
+        if not self._fits(connection, 4 * len(payload)):
+            return
         try:
             decoded = messages.decode(payload)
             msg_type = messages.classify(decoded)
             message = self.nljson.to_lua(decoded)
         except messages.InvalidInput as e:
-            self.post(None, connection, e.reply())
+            self.reply_in_order(connection, e.reply())
         except NlJsonError as e:
-            self.post(None, connection, messages.InvalidInput(
+            self.reply_in_order(connection, messages.InvalidInput(
                 messages.INVALID_REQUEST, "Invalid request", str(e)).reply())
         else:
             self.post(ON_MESSAGE, connection, connection.handler, msg_type, message)
@@ -108,38 +122,64 @@ class Instance:
     def disconnect(self, handler):
         self.post(ON_DISCONNECT, None, handler)
 
+    def _fits(self, connection, size):
+        """Whether ``size`` more bytes fit under the instance's memory cap
+        (LuaJIT aborts the process when it cannot allocate call arguments).
+        Garbage is collected first; a message that still does not fit
+        closes its connection with 1009, and the instance goes on."""
+        headroom = size + _MEMORY_MARGIN
+        if self.runtime.get_memory_used() + headroom <= self.max_memory:
+            return True
+        self.runtime.set_max_memory(self.max_memory + headroom)
+        try:
+            self.runtime.execute(b"collectgarbage()")
+        finally:
+            self.runtime.set_max_memory(self.max_memory)
+        if self.runtime.get_memory_used() + headroom <= self.max_memory:
+            return True
+        log.error("service {service} instance {instance} has no memory for a message of "
+                  "{size} bytes (max_memory {max_memory})", lapps_event="instance.memory",
+                  service=self.service.name, instance=self.index, size=size,
+                  max_memory=self.max_memory)
+        connection.close_with(1009, b"message too big for the service's memory")
+        return False
+
     # Running them.
 
     def _drain(self):
         while self._queue and not self.busy:
-            callback, connection, args = self._queue.popleft()
-            if callback is None:  # a reply prepared in Python, kept in order
+            callback, connection, handler, args = self._queue.popleft()
+            if callback is None:
                 connection.send_raw(2, args[0])
                 continue
-            self._current = (callback, connection)
-            self._settle(self._step(callback, *args))
+            self._current = (callback, connection, handler)
+            self._settle(self._step(callback, handler, *args))
 
     def _settle(self, outcome):
         """Act on what the coroutine returned: a finished callback, or a
         blocking call to carry out before resuming it."""
         if outcome[0] is not True:
-            self.healthy = False
-            self._report("dispatcher", outcome[1] if len(outcome) > 1 else None)
+            self._dispatcher_died(outcome[1] if len(outcome) > 1 else None)
             return
         if outcome[1] == b"suspend":
             self.busy = True
             if outcome[2] == b"sleep":
                 self._sleep = self.clock.callLater(0 if self.stopping else outcome[3], self._wake)
             else:  # "wait": for the Deferred a module registered under that id
-                self._pending.pop(outcome[3]).addBoth(lambda result: self._wake(*result))
+                self._waiting = waiting = self._pending.pop(outcome[3])
+                waiting.addCallbacks(lambda result: self._resume_wait(waiting, *result),
+                                     lambda failure: self._resume_wait(
+                                         waiting, False, str(failure.value).encode()))
             return
         ok = outcome[2]
         value = outcome[3] if len(outcome) > 3 else None
-        callback, connection = self._current
+        callback, connection, handler = self._current
         if callback == ON_MESSAGE and ok and value is not True:
+            if connection.state != connection.STATE_OPEN:
+                return  # e.g. its ws:send failed because the client is gone: nothing to report
             ok, value = False, f"onMessage returned {_lua_shown(value)} instead of true".encode()
         if not ok:
-            self._report(callback.decode(), value, connection and connection.handler)
+            self._report(callback.decode(), value, handler)
             if callback == ON_MESSAGE:
                 connection.close_with(1011, b"service error")
         if callback == ON_START:
@@ -152,12 +192,29 @@ class Instance:
         elif callback == ON_SHUTDOWN:
             self._shutdown.callback(None)
 
+    def _resume_wait(self, waiting, *results):
+        if self._waiting is waiting:  # not already given up at stop
+            self._waiting = None
+            self._wake(*results)
+
     def _wake(self, *results):
         self._sleep = None
         self.busy = False
         self._settle(self._step(*results))
         if not self.busy:
             self._drain()
+
+    def _dispatcher_died(self, error):
+        """Cannot happen short of a LuaJIT fault; if it does, the instance
+        leaves rotation and closes its connections rather than hang them."""
+        self.healthy = False
+        self._report("dispatcher", error)
+        self._queue.clear()
+        for connection in list(self.service.parts.connections.values()):
+            if connection.instance is self:
+                connection.close_with(1011, b"service error")
+        if self._shutdown is not None and not self._shutdown.called:
+            self._shutdown.callback(None)
 
     def _report(self, callback, traceback, handler=None):
         if isinstance(traceback, bytes):
@@ -169,19 +226,22 @@ class Instance:
     # Life.
 
     def start(self):
-        self.post(ON_START, None)
+        self.post(ON_START, None, None)
 
     def stop(self):
         """Run ``onShutdown`` after the queued events; a pending sleep ends
-        at once. The Deferred fires when it has run."""
+        at once and a pending wait gives up. The Deferred fires when it has run."""
         self.stopping = True
         if self._sleep is not None and self._sleep.active():
             self._sleep.reset(0)
+        if self._waiting is not None:
+            self.clock.callLater(0, self._resume_wait, self._waiting, False,
+                                 b"the server is stopping")
         self._shutdown = Deferred()
         self._shutdown.addCallback(self._stopped)
         if self.healthy:
             self.healthy = False
-            self.post(ON_SHUTDOWN, None)
+            self.post(ON_SHUTDOWN, None, None)
         else:
             self._shutdown.callback(None)
         return self._shutdown

@@ -27,6 +27,10 @@ function methods.subscribe(handler, msg_type, message)
   return result(handler, { bcast:subscribe(message.params[1], handler) })
 end
 
+function methods.subscribe_missing(handler, msg_type, message)
+  return result(handler, { bcast:subscribe(message.params[1], handler) })
+end
+
 function methods.publish(handler, msg_type, message)
   local channel, count = message.params[1], message.params[2]
   for i = 1, count do

@@ -34,6 +34,22 @@ function probe.onMessage(handler, opcode, message)
     return reply(handler, tostring(ok) .. " " .. tostring(err))
   elseif cmd == "python" then
     return reply(handler, type(python) .. " " .. type(ws.send))
+  elseif cmd == "yield" then
+    coroutine.yield("done", true, true)
+    return reply(handler, "yield returned")
+  elseif cmd == "pyreach" then
+    local found = {}
+    local loaded = pcall(require, "python")
+    found[#found + 1] = "require=" .. tostring(loaded)
+    for k, v in pairs(debug.getregistry()) do
+      if type(v) == "table" and (v.as_itemgetter or v.eval or k == "python") then
+        found[#found + 1] = "registry:" .. tostring(k)
+      end
+    end
+    for k, v in pairs(package.loaded) do
+      if type(v) == "table" and v.as_itemgetter then found[#found + 1] = "loaded:" .. k end
+    end
+    return reply(handler, table.concat(found, " "))
   elseif cmd == "globals" then
     return reply(handler, "ws=" .. type(ws) .. " bcast=" .. type(bcast) .. " nljson=" .. type(nljson)
                  .. " must_stop=" .. type(must_stop) .. " nap=" .. type(nap))
