@@ -138,10 +138,6 @@ class Config:
     ca_file: str = ""
     lua_path: str = field(default="", repr=False)
 
-    @property
-    def reactive(self):
-        return [s for s in self.services.values() if not s.standalone]
-
 
 def _read_json(path: str, problems: Problems):
     try:

@@ -158,9 +158,8 @@ class Object(Node):
     """A JSON object with known keys: unknown keys are errors, absent keys take
     their defaults (deep-merged), absent keys without a default are reported."""
 
-    def __init__(self, fields: dict, required_message: str = "required key is missing"):
+    def __init__(self, fields: dict):
         self.fields = fields
-        self.required_message = required_message
         self.default = {}
 
     def fill(self):
@@ -180,5 +179,5 @@ class Object(Node):
             elif node.default is not _MISSING:
                 out[key] = node.fill()
             else:
-                problems.add(source, pointer(where, key), self.required_message)
+                problems.add(source, pointer(where, key), "required key is missing")
         return out
