@@ -10,6 +10,7 @@ Defaults are deep-merged; every problem is collected and raised at once as a
 import ipaddress
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 from lapps import tls
@@ -221,9 +222,34 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
                   lua_path=";".join(os.path.join(d, "?.lua") for d in service_dirs))
 
 
+_LUA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+#: Headers of the handshake itself, which ``extra_headers`` may not replace.
+_HANDSHAKE_HEADERS = {"upgrade", "connection", "sec-websocket-accept",
+                      "sec-websocket-protocol", "sec-websocket-extensions", "server"}
+
+
+def _check_headers(headers, source, where, problems):
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            problems.add(source, pointer(where, name), "not a valid HTTP header name")
+        elif name.lower() in _HANDSHAKE_HEADERS:
+            problems.add(source, pointer(where, name), "is set by the WebSocket handshake itself")
+        elif any(c in value for c in "\r\n\0"):
+            problems.add(source, pointer(where, name), "a header value cannot hold CR, LF or NUL")
+
+
 def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
     where = pointer("/services", name)
+    if not _LUA_NAME.match(name):
+        problems.add(source, where, "a service name must be a Lua identifier "
+                     "(it names the module, its folder and a global)")
     checked = SERVICE.check(desc, where, source, problems)
+    _check_headers(checked["extra_headers"], source, pointer(where, "extra_headers"), problems)
+    target = checked["request_target"]
+    if target is not None and "?" in target:
+        problems.add(source, pointer(where, "request_target"),
+                     "the query string is not part of the match; give the path only")
     kind_key = "standalone" if "standalone" in desc or "internal" not in desc else "internal"
     if "standalone" in desc and "internal" in desc and checked["standalone"] != checked["internal"]:
         problems.add(source, pointer(where, "internal"),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from conftest import Server
+from conftest import REPO, Server
 from lapps import config as configuration, devcert
 
 BIN = Path(sys.executable).parent
@@ -473,3 +473,22 @@ def test_lapps_home_is_where_modules_are_looked_for(tmp_path):
         configuration.load(str(path), environ={"LAPPS_HOME": str(home)})
     assert e.value.lines == [f"{path}: /services/relprobe: no service module at "
                              f"{home}/apps/relprobe/relprobe.lua"]
+
+
+@pytest.mark.parametrize("services, line", [
+    ({"my.svc": {"request_target": "/x"}},
+     '/services/my.svc: a service name must be a Lua identifier (it names the module, its folder and a global)'),
+    ({"echo": {"request_target": "/echo?x=1"}},
+     "/services/echo/request_target: the query string is not part of the match; give the path only"),
+    ({"echo": {"request_target": "/echo", "extra_headers": {"X-A": "1\r\nSet-Cookie: x"}}},
+     "/services/echo/extra_headers/X-A: a header value cannot hold CR, LF or NUL"),
+    ({"echo": {"request_target": "/echo", "extra_headers": {"Bad Name": "1"}}},
+     "/services/echo/extra_headers/Bad Name: not a valid HTTP header name"),
+    ({"echo": {"request_target": "/echo", "extra_headers": {"Sec-WebSocket-Accept": "x"}}},
+     "/services/echo/extra_headers/Sec-WebSocket-Accept: is set by the WebSocket handshake itself"),
+])
+def test_names_targets_and_headers_are_checked(tmp_path, services, line):
+    with pytest.raises(configuration.ConfigError) as e:
+        configuration.from_dict({"directories": {"applications": str(REPO / "apps")},
+                                 "services": services}, str(tmp_path), source="c.json")
+    assert f"c.json: {line}" in e.value.lines
