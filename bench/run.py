@@ -19,6 +19,7 @@ import os
 import platform
 import queue
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -114,6 +115,41 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu():
+    """(busy, steal) CPU-seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+class Neighbours:
+    """CPU the rest of the machine used while we measured: machine busy time
+    minus our own processes' (in cores), and the hypervisor's steal."""
+
+    def __init__(self, *pids):
+        self.pids = pids
+        self.t, (self.busy, self.steal) = time.monotonic(), machine_cpu()
+        self.ours = self._ours()
+
+    def _ours(self):
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = children.ru_utime + children.ru_stime
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        total += own.ru_utime + own.ru_stime
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        return total
+
+    def done(self):
+        wall = time.monotonic() - self.t
+        busy, steal = machine_cpu()
+        ours = self._ours()
+        return {"other_cpu": round(max(0.0, (busy - self.busy) - (ours - self.ours)) / wall, 3),
+                "steal": round((steal - self.steal) / wall, 3)}
 
 
 def tail(path, n=30):
@@ -298,8 +334,10 @@ def run_wsbench(ctx, procs, server, rep, args):
             "-c", str(args.conns), "-s", str(args.size), "-w", str(args.warmup),
             "-d", str(args.duration), "-S", str(proc.pid)] + (["-t"] if server.tls else [])
         record["wsbench_command"] = bench
+        neighbours = Neighbours(proc.pid)
         result = subprocess.run(bench, capture_output=True, text=True,
                                 timeout=15 + args.warmup + args.duration + 60)
+        record.update(neighbours.done())
         record["wsbench_rc"] = result.returncode
         line = (result.stdout.strip().splitlines() or [""])[-1]
         record["wsbench_line"] = line
@@ -432,6 +470,7 @@ def run_lua_benchmark(ctx, procs, server, rep, args):
                     connected.append(int(m.group(1)))
                     if len(connected) == instances:
                         start = (t, cpu_seconds(proc.pid))
+                        neighbours = Neighbours(proc.pid)
             else:
                 m = LUA_LINE.search(line)
                 if m and t <= start[0] + args.duration:
@@ -440,6 +479,7 @@ def run_lua_benchmark(ctx, procs, server, rep, args):
             raise RuntimeError(f"{len(connected)} of {instances} 'Sockets connected' lines "
                                f"within {patience:.0f} s")
         end = (time.monotonic(), cpu_seconds(proc.pid))
+        record.update(neighbours.done())
         record["sockets_connected"] = connected
         if min(connected) == 0:
             raise RuntimeError(f"an instance connected no socket: {connected}")
@@ -647,6 +687,20 @@ def main(argv=None):
                   f"{args.duration:g} s after the last 'Sockets connected'; CPU is the whole "
                   "process, cws clients included; not pinned):\n")
             print(table(rows, "lua"))
+        others = [r["other_cpu"] for r in runs if "other_cpu" in r]
+        steal = [r["steal"] for r in runs if "steal" in r]
+        if others:
+            busy = [f"{r['server']} rep {r['rep'] + 1} ({r['other_cpu']:.2f})"
+                    for r in runs if r.get("other_cpu", 0) > 0.25]
+            print(f"\nNeighbours: other processes used {statistics.median(others):.2f} cores "
+                  f"(median; max {max(others):.2f}) during the runs, hypervisor steal "
+                  f"{statistics.median(steal):.2f} (max {max(steal):.2f}). "
+                  + (f"Runs with more than 0.25 cores of other load: {', '.join(busy)}."
+                     if busy else "No run had more than 0.25 cores of other load."))
+        end_commit = machine()["git"].get("commit")
+        if info["git"] and end_commit != info["git"].get("commit"):
+            notes.append(f"the checkout changed during the run ({info['git']['commit']} -> "
+                         f"{end_commit}): lapps runs from it")
         for note in notes:
             print(f"\nNote: {note}")
         for run in runs:

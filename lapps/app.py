@@ -18,7 +18,10 @@ from lapps.protocols.server import LAppSServerFactory
 from lapps.schema import pointer
 from lapps.services.listener import ListenerService
 from lapps.services.lua_service import ServerParts
+from lapps.services.acl import AclService
 from lapps.services.bcast import Broadcasts
+from lapps.services.mqr import MessageQueues
+from lapps.services.pam_auth import PamAuth
 from lapps.services.reactive import ReactiveService
 from lapps.services.standalone import StandaloneService
 
@@ -56,11 +59,9 @@ def services_to_start(config):
     return chosen
 
 
-def _endpoint(server, cfg, reactor):
+def _endpoint(server, reactor):
+    """A TCP endpoint: the listener layers TLS itself, above the global ACL."""
     ip, port = server["ip"], server["port"]
-    if server["tls"]:
-        options = tls.server_options(cfg.cert_file, cfg.key_file, server["tls_server_version"])
-        return endpoints.SSL4ServerEndpoint(reactor, port, options, interface=ip)
     if ":" in ip:
         return endpoints.TCP6ServerEndpoint(reactor, port, interface=ip)
     return endpoints.TCP4ServerEndpoint(reactor, port, interface=ip)
@@ -81,12 +82,20 @@ class LAppSService(MultiService):
         # as LAppS does, for services that read it (also at module load)
         os.environ["LAPPS_APPS_DIR"] = os.path.join(cfg.apps_dir, "")
         self.connections = {}
+        self.acl = AclService(cfg.server["acl"],
+                              {name: s.acl for name, s in cfg.services.items()})
+        self.acl.setServiceParent(self)
+        self.pam_auth = PamAuth(cfg.server["pam_auth"], reactor)
+        self.pam_auth.setServiceParent(self)
+        self.mqr = MessageQueues(cfg.server["mqr"]["max_queue"])
+        self.mqr.setServiceParent(self)
         self.broadcasts = Broadcasts(self.connections, reactor)
         self.broadcasts.setServiceParent(self)
         server = cfg.server
         parts = ServerParts(cfg.lua_path, self.connections, self.broadcasts, reactor,
                             tls.client_options(cfg.ca_file, server["tls_client_version"],
-                                               server["tls_client_verify"]))
+                                               server["tls_client_verify"]),
+                            pam_auth=self.pam_auth, mqr=self.mqr)
         self.lua_services = []
         problems = []
         for name in services_to_start(cfg):
@@ -109,11 +118,14 @@ class LAppSService(MultiService):
         workers = cfg.server["workers"]
         factory = LAppSServerFactory(
             routes, self.connections, self.broadcasts, auto_fragment=workers["auto_fragment"],
-            max_connections=max(1, workers["workers"]) * workers["max_connections"])
+            max_connections=max(1, workers["workers"]) * workers["max_connections"],
+            acl=self.acl)
         scheme = "wss" if cfg.server["tls"] else "ws"
-        self.listener = ListenerService(_endpoint(cfg.server, cfg, reactor), factory,
+        server_tls = tls.server_options(cfg.cert_file, cfg.key_file, server["tls_server_version"]) \
+            if server["tls"] else None
+        self.listener = ListenerService(_endpoint(cfg.server, reactor), factory,
                                         f"{scheme}://{cfg.server['ip']}:{cfg.server['port']}",
-                                        reactor, tls=cfg.server["tls"])
+                                        reactor, tls=server_tls, acl=self.acl)
         self.listener.setServiceParent(self)
 
     def startService(self):
@@ -135,3 +147,6 @@ class LAppSService(MultiService):
         yield self.listener.stopService()
         for service in reversed(self.lua_services):
             yield service.stopService()
+        yield self.mqr.stopService()
+        yield self.pam_auth.stopService()
+        yield self.acl.stopService()

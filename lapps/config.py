@@ -13,13 +13,13 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from lapps import tls
+from lapps import acl as network_acl, tls
 from lapps.lua.modules import PRELOAD
 from lapps.schema import Anything, Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
 
 MiB = 1024 * 1024
 
-#: Modules a service may name in ``preload`` (LAppS also had pam_auth, mqr, cws).
+#: Modules a service may name in ``preload`` (LAppS's list: nap, time, murmur, cws, pam_auth, mqr).
 PRELOADABLE = frozenset(PRELOAD)
 
 
@@ -34,10 +34,24 @@ def _parses(parse):
     return test
 
 
+#: A network ACL (spec §6.4); entries are parsed by :mod:`lapps.acl`.
 ACL = Object({
     "policy": Scalar(str, "allow", choices=("allow", "deny")),
-    "exclude": Array(Scalar(str, test=_parses(lambda t: ipaddress.ip_network(t, strict=False)),
+    "exclude": Array(Scalar(str, test=_parses(network_acl.parse_entry),
                                expect="an IP address or CIDR network"), []),
+})
+
+#: ``pam_auth`` (spec §6.6): the PAM services Lua may name, failure padding and
+#: rate limits; defaults as in :data:`lapps.services.pam_auth.DEFAULTS`.
+PAM_AUTH = Object({
+    "services": Array(Scalar(str, test=lambda s: re.match(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z", s),
+                             expect="a PAM service name (a file name in /etc/pam.d)"),
+                      ["lapps"], unique=True),
+    "min_failure_seconds": Scalar(float, 1.0, minimum=0, maximum=60),
+    "max_failures": Scalar(int, 5, minimum=1),
+    "window_seconds": Scalar(float, 60.0, test=lambda v: 0 < v <= 86400,
+                             expect="a number of seconds > 0 and <= 86400"),
+    "threads": Scalar(int, 2, minimum=1, maximum=32),
 })
 
 SERVER = Object({
@@ -66,6 +80,10 @@ SERVER = Object({
         "cert": Scalar(str, "ssl/localhost.crt"),
         "key": Scalar(str, "ssl/localhost.key"),
     }),
+    "pam_auth": PAM_AUTH,
+    # mqr (spec §6.5): the most messages one named queue holds; a post to a
+    # full queue returns false and "queue full"
+    "mqr": Object({"max_queue": Scalar(int, 10000, minimum=1, maximum=10_000_000)}),
 })
 
 SERVICE = Object({
@@ -124,6 +142,7 @@ class ServiceConfig:
     stop_timeout: float
     settings: dict | None
     directory: str
+    acl: dict  # the network ACL: {"policy": ..., "exclude": [...]}
 
 
 @dataclass(frozen=True)
@@ -212,7 +231,6 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
     if server["tls"] and check_certificates:
         for key, text in tls.check_pair(paths["cert"], paths["key"]):
             problems.add(server_source, f"{server_where}/tls_certificates/{key}", text)
-    _check_acl(server["acl"], server_source, f"{server_where}/acl", problems)
 
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -265,7 +283,6 @@ def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
         if module_name not in PRELOADABLE:
             problems.add(source, pointer(pointer(where, "preload"), i),
                          f"module {json.dumps(module_name)} is not provided by this version of lapps")
-    _check_acl(checked["acl"], source, pointer(where, "acl"), problems)
     return ServiceConfig(
         name=name, standalone=standalone, auto_start=checked["auto_start"],
         instances=checked["instances"], preload=tuple(checked["preload"]),
@@ -274,14 +291,7 @@ def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
         extra_headers=checked["extra_headers"], proto_alias=checked["proto_alias"],
         max_memory=checked["max_memory"], stop_timeout=checked["stop_timeout"],
         settings=checked["settings"],
-        directory=directory)
-
-
-def _check_acl(acl, source, where, problems):
-    """Network ACLs are parsed but not yet enforced: refuse any that would deny."""
-    if acl["policy"] != "allow" or acl["exclude"]:
-        problems.add(source, where, "network ACLs are not enforced by this version of lapps; "
-                     "use {\"policy\": \"allow\", \"exclude\": []} or remove the key")
+        directory=directory, acl=checked["acl"])
 
 
 def _check_targets(services, source, problems):

@@ -175,12 +175,28 @@ BAD = [
                  None, ("echo",),
                  [f"{E}: /services/echo/acl/policy: expected one of \"allow\", \"deny\", "
                   "got string \"maybe\""], id="service-acl-policy-maybe"),
-    pytest.param(one_file({"echo": service("/echo", acl={"policy": "deny",
-                                                          "exclude": ["10.0.0.0/8"]})}),
+    # network ACL entries (spec §6.4)
+    pytest.param(one_file(server={"acl": {"policy": "deny", "exclude": [
+                     "127.0.0.1", "10.0.0.0/8", "10.0.0.300", "::1", "10.0.0.0/33", 5]}}),
                  None, ("echo",),
-                 [f"{E}: /services/echo/acl: network ACLs are not enforced by this version of "
-                  "lapps; use {\"policy\": \"allow\", \"exclude\": []} or remove the key"],
-                 id="acl-that-would-deny-is-refused"),
+                 [f"{E}: /server/acl/exclude/2: expected an IP address or CIDR network, "
+                  "got string \"10.0.0.300\"",
+                  f"{E}: /server/acl/exclude/4: expected an IP address or CIDR network, "
+                  "got string \"10.0.0.0/33\"",
+                  f"{E}: /server/acl/exclude/5: expected an IP address or CIDR network, got 5"],
+                 id="server-acl-malformed-entries"),
+    pytest.param(one_file({"echo": service("/echo", acl={"policy": "allow", "exclude": [
+                     "2001:db8::/129", "localhost", " 10.0.0.1", "fe80::1%eth0", "010.0.0.1"]})}),
+                 None, ("echo",),
+                 [f"{E}: /services/echo/acl/exclude/{i}: expected an IP address or CIDR network, "
+                  f"got string {json.dumps(entry)}" for i, entry in enumerate(
+                      ["2001:db8::/129", "localhost", " 10.0.0.1", "fe80::1%eth0", "010.0.0.1"])],
+                 id="service-acl-malformed-entries"),
+    pytest.param(one_file({"echo": service("/echo", acl={"exclude": "10.0.0.1", "deny": True})}),
+                 None, ("echo",),
+                 [f"{E}: /services/echo/acl/deny: unknown key",
+                  f"{E}: /services/echo/acl/exclude: expected an array, got string \"10.0.0.1\""],
+                 id="service-acl-exclude-not-an-array"),
     # services
     pytest.param(one_file({"echo": service("/echo"), "echo2": service("/echo")}), None,
                  ("echo", "echo2"),
@@ -271,6 +287,10 @@ BAD = [
                      "ws.json: /tls_certificates/key: no such file: "
                      "{dir}/ssl/localhost.key",
                  ], id="errors-in-both-files"),
+    pytest.param(services_file(),
+                 {"ws.json": {"acl": {"exclude": ["192.168.1.0/24", "192.168.1"]}}}, ("echo",),
+                 ["ws.json: /acl/exclude/1: expected an IP address or CIDR network, "
+                  "got string \"192.168.1\""], id="ws-json-acl-malformed-entry"),
     pytest.param(services_file(), {"ws.json": '{"port": 1,'}, ("echo",),
                  ["ws.json: /: invalid JSON at line 1 column 12: Expecting property name "
                   "enclosed in double quotes"], id="ws-json-invalid-json"),
@@ -341,6 +361,18 @@ def test_legacy_internal_true_means_standalone(tmp_path):
     lay_out(tmp_path, one_file({"echo": {"internal": True, "auto_start": True, "instances": 1}}))
     cfg = configuration.load(str(tmp_path / "lapps.json"), environ={})
     assert cfg.services["echo"].standalone is True
+
+
+def test_network_acls_that_deny_are_accepted(tmp_path):
+    """Enforced since the ``acl`` service: any well-formed ACL checks."""
+    lay_out(tmp_path, one_file(
+        {"echo": service("/echo", acl={"policy": "deny", "exclude": ["10.0.0.0", "::1"]})},
+        server={"acl": {"policy": "allow", "exclude": ["192.168.1.7/24", "2001:db8::/32"]}}))
+    p = lapps_check(tmp_path)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "lapps.json: ok\n", "")
+    cfg = configuration.load(str(tmp_path / "lapps.json"), environ={})
+    assert cfg.services["echo"].acl == {"policy": "deny", "exclude": ["10.0.0.0", "::1"]}
+    assert cfg.server["acl"]["exclude"] == ["192.168.1.7/24", "2001:db8::/32"]
 
 
 def test_self_dependency_is_skipped_not_a_cycle(tmp_path):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from lapps.lua import bcast, clock, cws, murmur, nap, nljson, ws
+from lapps.lua import pam_auth
+from lapps.lua import mqr
 
 
 @dataclass
@@ -20,10 +22,12 @@ class Context:
     block: Callable | None = None      # how a sleep waits: the thread, or the coroutine
     wait: Any = None                   # reactive: Lua function suspending until pending[id]
     must_stop: Callable | None = None
+    peer: Callable | None = None       # reactive: the peer of the connection being served
     instance_id: str = ""
     pending: dict = field(default_factory=dict)   # id -> Deferred a reactive wait resumes on
     settings: dict | None = None                  # the descriptor's "settings", as a global
     nljson: Any = None
+    stop_hooks: list = field(default_factory=list)  # standalone: run when the instance must stop
 
     @property
     def connections(self):
@@ -41,10 +45,16 @@ class Context:
     def client_tls(self):
         return self.parts.client_tls
 
+    @property
+    def pam_auth(self):
+        return getattr(self.parts, "pam_auth", None)
+
 
 #: ``preload`` name → installer; ``lapps.config`` accepts exactly these.
 PRELOAD = {"nap": nap.install, "time": clock.install, "murmur": murmur.install,
            "cws": cws.install}
+PRELOAD["pam_auth"] = pam_auth.install
+PRELOAD["mqr"] = mqr.install
 
 
 def install(context: Context, preload):

@@ -151,10 +151,14 @@ class NlJson:
             raise NlJsonError("value is nested too deeply") from None
         return out
 
-    def to_lua(self, value):
+    def to_lua(self, value, fits=None):
         """The nljson value (a Lua userdata) holding a copy of ``value``: dicts
-        with str keys, lists, str, bytes (a Lua string), int, float, bool, None."""
+        with str keys, lists, str, bytes (a Lua string), int, float, bool, None.
+        ``fits(n)``, if given, is asked first whether a value of ``n`` scalars
+        and containers fits in the runtime; if not, :class:`NlJsonError`."""
         flat = self._flat(value)
+        if fits is not None and not fits(len(flat)):
+            raise NlJsonError("value too big for the runtime's memory")
         if len(flat) <= _MAX_ARGS:          # arguments are cheaper than table_from
             return self._from_args(*flat)
         return self._from_flat(self._table_from(flat))
@@ -187,6 +191,19 @@ class NlJson:
                 return None
             return int(value) if value.is_integer() and _INT_MIN <= value < _INT_MAX else value
         raise NlJsonError(f"not a Lua value: {type(value).__name__}")
+
+    def to_python_sized(self, value):
+        """``(to_python(value), n)`` for an nljson value or a Lua table, ``n``
+        being the length of its CBOR form: a measure of what rebuilding the
+        value in another runtime will take (``mqr`` checks it fits)."""
+        try:
+            data = self._to_cbor(value)
+        except LuaError as e:
+            raise NlJsonError(str(e)) from None
+        try:
+            return _loads(data), len(data)
+        except cbor2.CBORDecodeError as e:
+            raise NlJsonError(_reason(e)) from None
 
     def is_nljson(self, value):
         """Whether ``value`` (as lupa returned it from Lua) is an nljson value."""

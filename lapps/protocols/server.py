@@ -40,6 +40,10 @@ class LAppSServerProtocol(WebSocketServerProtocol):
         service = self.factory.routes.get(request.path)
         if service is None:
             raise ConnectionDeny(404, f"no service at {request.path}")
+        acl = self.factory.acl
+        if acl is not None and not acl.admits_to(service.name, self.transport.getPeer(), self.peer):
+            raise ConnectionDeny(403, f"the network ACL of service {service.name} "
+                                 "does not admit this address")
         instance = service.pick()
         if instance is None:
             raise ConnectionDeny(503, f"service {service.name} has no running instance")
@@ -132,15 +136,17 @@ class LAppSServerProtocol(WebSocketServerProtocol):
 
 class LAppSServerFactory(WebSocketServerFactory):
     """Routes request targets to reactive services; ``connections`` maps
-    each open handler id to its protocol, shared with the ``ws`` module."""
+    each open handler id to its protocol, shared with the ``ws`` module;
+    ``acl`` (the ``acl`` service, optional) decides per service who may
+    connect, before the upgrade."""
 
     protocol = LAppSServerProtocol
     noisy = False
 
     def __init__(self, routes, connections, broadcasts, auto_fragment=False,
-                 max_connections=10000):
+                 max_connections=10000, acl=None):
         super().__init__(server="lapps")
-        self.routes, self.broadcasts = routes, broadcasts
+        self.routes, self.broadcasts, self.acl = routes, broadcasts, acl
         self.max_connections = max_connections
         self.connections = connections
         self.protocols = set()

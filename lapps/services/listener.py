@@ -1,28 +1,41 @@
 """The listening socket, as a service: bound at start; at stop it stops
-accepting, closes every connection (1001) and waits for them to go."""
+accepting, closes every connection (1001) and waits for them to go.
+
+What the port accepts goes, in order, through the global ACL (the ``acl``
+service's guard: a denied peer is closed before a byte is read), then TLS
+when it is on, then the WebSocket factory."""
 
 from twisted.application.service import Service
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 log = Logger(namespace="lapps.listener")
 
 
 class ListenerService(Service):
-    """Serves ``factory`` on ``endpoint``. ``listening`` fires with the port."""
+    """Serves ``factory`` on ``endpoint`` (a TCP endpoint). ``tls`` is the
+    server's TLS options (a context factory), or None for plain ``ws``;
+    ``acl`` the :class:`lapps.services.acl.AclService` that guards the port,
+    if any. ``listening`` fires with the port."""
 
     name = "listener"
     drain_timeout = 5.0
 
-    def __init__(self, endpoint, factory, description, clock, tls=False):
+    def __init__(self, endpoint, factory, description, clock, tls=None, acl=None):
         self.endpoint, self.factory = endpoint, factory
-        self.description, self.clock, self.tls = description, clock, tls
+        self.description, self.clock, self.tls, self.acl = description, clock, tls, acl
         self.listening = None
         self.port = None
 
     def startService(self):
         super().startService()
-        self.listening = self.endpoint.listen(self.factory)
+        accepting = self.factory
+        if self.tls is not None:
+            accepting = TLSMemoryBIOFactory(self.tls, False, accepting)
+        if self.acl is not None:
+            accepting = self.acl.guard(accepting)
+        self.listening = self.endpoint.listen(accepting)
         failures = []
         self.listening.addCallbacks(self._up, failures.append)
         if failures:  # TCP and TLS endpoints fail synchronously (port in use, ...)
@@ -32,7 +45,8 @@ class ListenerService(Service):
         self.port = port
         host = port.getHost()
         log.info("listening on {description} ({host}:{port})", lapps_event="listener.up",
-                 description=self.description, host=host.host, port=host.port, tls=self.tls)
+                 description=self.description, host=host.host, port=host.port,
+                 tls=self.tls is not None)
         return port
 
     @inlineCallbacks

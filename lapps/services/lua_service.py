@@ -18,6 +18,8 @@ class ServerParts:
     broadcasts: Any        # the bcast channels
     reactor: Any
     client_tls: Callable   # host -> TLS connection creator for cws wss://
+    pam_auth: Any = None   # the pam_auth service (lapps.services.pam_auth.PamAuth)
+    mqr: Any = None        # the named message queues (lapps.services.mqr.MessageQueues)
 
 
 class LuaService(Service):

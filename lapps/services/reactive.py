@@ -11,7 +11,7 @@ round-robin, at handshake time.
 import collections
 import itertools
 
-from lupa import lua_type
+from lupa.luajit21 import lua_type
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
@@ -60,7 +60,7 @@ class Instance:
         sleep, wait = self.runtime.execute(_SUSPENDING, suspend)
         context = modules.Context(self.runtime, parts, standalone=False,
                                   protocol=config.protocol, block=sleep, wait=wait,
-                                  settings=config.settings)
+                                  settings=config.settings, peer=self._peer)
         modules.install(context, config.preload)
         self.nljson, self._pending = context.nljson, context.pending
         bind(lua.load_module(self.runtime, config.name, CALLBACKS))
@@ -122,6 +122,12 @@ class Instance:
     def disconnect(self, handler):
         self.post(ON_DISCONNECT, None, handler)
 
+    def _peer(self):
+        """The peer of the connection whose event runs now (pam_auth's rate
+        limit), or None in onStart, onDisconnect and onShutdown."""
+        connection = self._current[1] if self._current is not None else None
+        return connection.peer if connection is not None else None
+
     def _fits(self, connection, size):
         """Whether ``size`` more bytes fit under the instance's memory cap
         (LuaJIT aborts the process when it cannot allocate call arguments).
@@ -170,6 +176,10 @@ class Instance:
                 waiting.addCallbacks(lambda result: self._resume_wait(waiting, *result),
                                      lambda failure: self._resume_wait(
                                          waiting, False, str(failure.value).encode()))
+                # a wait begun during stop (e.g. an mqr recv in onShutdown) gives up at once
+                if self.stopping and self._waiting is waiting:
+                    self.clock.callLater(0, self._resume_wait, waiting, False,
+                                         b"the server is stopping")
             return
         ok = outcome[2]
         value = outcome[3] if len(outcome) > 3 else None

@@ -40,6 +40,7 @@ class StandaloneInstance:
                                   block=self.stopping.wait, must_stop=self.stopping.is_set,
                                   instance_id=self.instance_id, settings=config.settings)
         modules.install(context, config.preload)
+        self.stop_hooks = context.stop_hooks  # e.g. wake an mqr recv blocked in the thread
         module = lua.load_module(runtime, config.name, ("init", "run"))
         self._init = lua.protected(runtime, module, "init")
         self._run = lua.protected(runtime, module, "run")
@@ -85,6 +86,8 @@ class StandaloneService(LuaService):
         super().stopService()
         for instance in self.instances:
             instance.stopping.set()
+            for hook in instance.stop_hooks:
+                hook()
         joining = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._join,
                                     self.config.stop_timeout)
         return joining.addCallback(self._report_stragglers)

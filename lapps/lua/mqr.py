@@ -1,0 +1,320 @@
+"""``mqr``: named in-process message queues between services (spec §6.5).
+
+``mqr.create(name)`` gives a handle on the queue of that name, which every
+service and instance shares (:mod:`lapps.services.mqr`). Values are copied:
+a table or an nljson value is converted to Python when posted
+(``nljson.to_python``) and into the receiver's own runtime when received
+(``nljson.to_lua``), so sender and receiver never share state; a string,
+number or boolean travels as itself.
+
+``q:recv()`` waits for a value: a standalone instance blocks its thread (and
+gets nil once the server stops), a reactive instance suspends its coroutine
+(``context.wait``) while the reactor and the other instances go on.
+"""
+
+import itertools
+import threading
+
+from lupa.luajit21 import LuaMemoryError, lua_type
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.threadable import isInIOThread
+
+from lapps.lua.nljson import NlJsonError
+
+_MQR = b"""
+local create, post_json, post_plain, try_recv, recv, wait, give_up = ...
+local type, getmetatable, setmetatable = type, getmetatable, setmetatable
+
+local CREATE = "usage: mqr.create(name), a non-empty string"
+local POST = "usage: queue:post(value), an nljson value, a table, a string, a number or a boolean"
+local RECV = "usage: queue:recv() on a queue from mqr.create"
+local TRY_RECV = "usage: queue:try_recv() on a queue from mqr.create"
+
+local Queue = {}
+Queue.__index = Queue
+
+function Queue:post(value)
+  if getmetatable(self) ~= Queue then return false, POST end
+  local t = type(value)
+  if t == "table" or t == "userdata" then return post_json(self.name, value) end
+  if t == "string" or t == "number" or t == "boolean" then return post_plain(self.name, value) end
+  return false, POST
+end
+
+function Queue:try_recv()
+  if getmetatable(self) ~= Queue then return nil, TRY_RECV end
+  return try_recv(self.name)
+end
+
+if wait == nil then  -- standalone: recv blocks the instance's thread
+  function Queue:recv()
+    if getmetatable(self) ~= Queue then return nil, RECV end
+    return recv(self.name)
+  end
+else                 -- reactive: recv suspends the instance's coroutine
+  function Queue:recv()
+    if getmetatable(self) ~= Queue then return nil, RECV end
+    local value, err, key = recv(self.name)
+    if key == nil then return value, err end
+    local ok, got, err = wait(key)
+    if ok then return got, err end
+    return give_up(key)
+  end
+end
+
+Queue.__tostring = function(self) return "mqr queue " .. self.name end
+
+local mqr = {}
+function mqr.create(name)
+  if type(name) ~= "string" or name == "" then return nil, CREATE end
+  create(name)
+  return setmetatable({ name = name }, Queue)
+end
+return mqr
+"""
+
+_STOPPING = b"the server is stopping"
+log = Logger(namespace="lapps.mqr")
+
+
+def _log_dropped(queue, size, limit):
+    log.error("mqr queue {queue}: a message of {size} bytes does not fit in the receiving "
+              "instance's max_memory ({max_memory}); dropped", lapps_event="mqr.too_big",
+              queue=queue, size=size, max_memory=limit)
+_keys = itertools.count(1)
+
+
+#: What rebuilding a value of ``n`` CBOR bytes made of ``k`` scalars and
+#: containers may take in the receiver's runtime, at its peak: ``2 n + 64 k``
+#: plus a margin (measured: arrays of empty objects take ~46 bytes per item,
+#: long strings about their length).
+_PER_BYTE, _PER_ITEM, _MARGIN = 2, 64, 256 * 1024
+
+
+class _Json:
+    """A queued JSON value (Python form), to be rebuilt as nljson by the
+    receiver, and the size of its CBOR form."""
+
+    __slots__ = ("value", "size")
+
+    def __init__(self, value, size):
+        self.value, self.size = value, size
+
+
+class _Module:
+    """The Python side of one instance's ``mqr`` global."""
+
+    def __init__(self, context):
+        self.queues = context.parts.mqr
+        self.nljson, self.runtime, self.reactor = context.nljson, context.runtime, context.reactor
+        self.handles = {}  # name -> Queue, for this instance
+
+    def _queue(self, name):
+        queue = self.handles.get(name)
+        if queue is None:
+            queue = self.handles[name] = self.queues.queue(name)
+        return queue
+
+    def create(self, name):
+        self._queue(name)
+
+    def post_json(self, name, value):
+        if value is None or lua_type(value) != "table" and not self.nljson.is_nljson(value):
+            # (lupa gives None for a userdata it cannot wrap, e.g. a file)
+            return False, b"cannot post this value: a userdata that is not an nljson value"
+        try:
+            entry = _Json(*self.nljson.to_python_sized(value))
+        except NlJsonError as e:
+            return False, f"cannot post this value: {e}".encode()
+        return self._post(name, entry)
+
+    def post_plain(self, name, value):
+        return self._post(name, value)
+
+    def _post(self, name, entry):
+        if self._queue(name).post(entry):
+            return True
+        return False, b"queue full"
+
+    def lua_value(self, queue, entry):
+        """``(value, None)`` in this instance's runtime, or ``(None, message)``
+        when the runtime cannot hold it: then the message is dropped (and
+        logged), as it would not fit in the next call either."""
+        kind = type(entry)
+        if kind is not _Json:
+            if kind is bytes and not self._fits(len(entry), 1):
+                return self._dropped(queue, len(entry))
+            return entry, None
+        try:
+            value = self.nljson.to_lua(entry.value, lambda items: self._fits(entry.size, items))
+        except (NlJsonError, LuaMemoryError):  # too big for the runtime's memory cap
+            return self._dropped(queue, entry.size)
+        return value, None
+
+    def _fits(self, size, items):
+        """Whether a value of ``size`` bytes and ``items`` scalars and
+        containers fits under the runtime's memory cap, after a garbage
+        collection if need be. (LuaJIT aborts the whole process when it
+        cannot allocate the arguments of a call from Python.)"""
+        runtime = self.runtime
+        limit = runtime.get_max_memory()
+        needed = _PER_BYTE * size + _PER_ITEM * items + _MARGIN
+        if not limit or runtime.get_memory_used() + needed <= limit:
+            return True
+        runtime.set_max_memory(limit + needed)
+        try:
+            runtime.execute(b"collectgarbage()")
+        finally:
+            runtime.set_max_memory(limit)
+        return runtime.get_memory_used() + needed <= limit
+
+    def _dropped(self, queue, size):
+        limit = self.runtime.get_max_memory()
+        name = queue.name.decode("utf-8", "replace")
+        if isInIOThread():
+            _log_dropped(name, size, limit)
+        else:
+            self.reactor.callFromThread(_log_dropped, name, size, limit)
+        return None, (f"message of {size} bytes dropped: it does not fit in this instance's "
+                      f"max_memory ({limit})").encode()
+
+    def try_recv(self, name):
+        queue = self._queue(name)
+        entry = queue.take()
+        if entry is None:
+            return None
+        return self.lua_value(queue, entry)
+
+
+class _ThreadWaiter:
+    """The one waiter of a standalone instance's thread: a binary semaphore
+    (a bare lock, held while no wake-up is pending), cheaper than an Event."""
+
+    __slots__ = ("_signal", "registered")
+
+    def __init__(self):
+        self._signal = threading.Lock()
+        self._signal.acquire()
+        self.registered = False
+
+    def wake(self):
+        """From any thread: let the next (or current) ``wait`` return."""
+        try:
+            self._signal.release()
+        except RuntimeError:  # a wake-up is pending already
+            pass
+
+    def clear(self):
+        self._signal.acquire(False)
+
+    def wait(self):
+        self._signal.acquire()
+
+
+class _Standalone(_Module):
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.must_stop = context.must_stop
+        self.waiter = _ThreadWaiter()
+        context.stop_hooks.append(self.waiter.wake)
+
+    def recv(self, name):
+        """Block until a value comes; once the server stops, never wait:
+        a queued value or nil."""
+        queue, waiter, must_stop = self._queue(name), self.waiter, self.must_stop
+        while True:
+            waiter.clear()  # before must_stop(): a stop from now on wakes it again
+            if must_stop():
+                entry = queue.take()
+                if entry is None:
+                    return None, _STOPPING
+                break
+            entry = queue.take_or_wait(waiter)
+            if entry is not None:
+                break
+            waiter.wait()
+            queue.forget(waiter)
+        return self.lua_value(queue, entry)
+
+
+class _Recv:
+    """One suspended ``recv`` of a reactive instance."""
+
+    __slots__ = ("module", "queue", "key", "deferred", "active", "registered")
+
+    def __init__(self, module, queue, key, deferred):
+        self.module, self.queue, self.key, self.deferred = module, queue, key, deferred
+        self.active, self.registered = True, False
+
+    def wake(self):
+        reactor = self.module.reactor
+        if isInIOThread():
+            reactor.callLater(0, self.fire)  # never resume Lua inside a poster's call
+        else:
+            reactor.callFromThread(self.fire)
+
+    def fire(self):
+        """On the reactor: take an entry and resume the instance with it."""
+        pending = self.module.pending
+        if self.active and self.key in pending:  # its wait never began (a Lua error)
+            del pending[self.key], self.module.waits[self.key]
+            self.active = False
+        if not self.active:
+            self.queue.pass_on()
+            return
+        entry = self.queue.take_or_wait(self)  # nothing left: wait for the next post
+        if entry is None:
+            return
+        self.active = False
+        del self.module.waits[self.key]
+        value, error = self.module.lua_value(self.queue, entry)
+        self.deferred.callback((True, value, error))
+
+
+class _Reactive(_Module):
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.pending = context.pending
+        self.waits = {}  # key -> _Recv
+
+    def recv(self, name):
+        """``(value, error)`` now, or ``(nil, nil, key)``: the Lua side then
+        waits on ``key``."""
+        queue = self._queue(name)
+        entry = queue.take()
+        if entry is not None:
+            return self.lua_value(queue, entry)
+        key = b"mqr:%d" % next(_keys)
+        deferred = self.pending[key] = Deferred()
+        waiting = self.waits[key] = _Recv(self, queue, key, deferred)
+        entry = queue.take_or_wait(waiting)
+        if entry is not None:  # a thread posted since take()
+            del self.pending[key], self.waits[key]
+            return self.lua_value(queue, entry)
+        return None, None, key
+
+    def give_up(self, key):
+        """The instance stopped waiting (the server stops): unregister."""
+        waiting = self.waits.pop(key, None)
+        if waiting is not None:
+            waiting.active = False
+            waiting.queue.forget(waiting)
+        return None, _STOPPING
+
+
+def install(context):
+    """Create the ``mqr`` global of one instance."""
+    runtime = context.runtime
+    if context.standalone:
+        module = _Standalone(context)
+        wait = give_up = None
+    else:
+        module = _Reactive(context)
+        wait, give_up = context.wait, module.give_up
+    runtime.globals()[b"mqr"] = runtime.execute(
+        _MQR, module.create, module.post_json, module.post_plain, module.try_recv,
+        module.recv, wait, give_up)
+    return module

@@ -1,0 +1,121 @@
+"""The process-wide named message queues behind the ``mqr`` Lua module.
+
+A queue is created on first use of its name and shared by every service and
+instance. Posts and receives come from standalone threads and from the
+reactor thread, so a queue is a deque and a list of waiting receivers under
+one lock. Receivers compete: each entry is taken by exactly one of them, in
+FIFO order. A queue holds at most ``max_queue`` entries; a post to a full
+queue is refused and leaves what is queued untouched.
+
+A receiver that finds its queue empty registers a *waiter* and is woken by
+the next post (one waiter per post, oldest first); it then takes an entry
+itself, so an entry is never handed to a receiver that has given up. A
+woken waiter that will not take (it is stopping) passes the wake-up on.
+"""
+
+import collections
+import threading
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+log = Logger(namespace="lapps.mqr")
+
+#: The default of the server key ``mqr.max_queue``.
+DEFAULT_MAX_QUEUE = 10000
+
+
+class Waiter:
+    """A receiver waiting on one queue; ``wake`` may be called from any thread."""
+
+    registered = False
+
+    def wake(self):
+        raise NotImplementedError
+
+
+class Queue:
+    """One named, bounded FIFO queue."""
+
+    def __init__(self, name, limit):
+        self.name, self.limit = name, limit
+        self._lock = threading.Lock()
+        self._items = collections.deque()
+        self._waiters = collections.deque()
+
+    def __len__(self):
+        return len(self._items)
+
+    def post(self, entry):
+        """Append ``entry`` (never None) and wake one waiter: True, or False
+        when the queue is full."""
+        with self._lock:
+            if len(self._items) >= self.limit:
+                return False
+            self._items.append(entry)
+            if not self._waiters:
+                return True
+            waiter = self._waiters.popleft()
+            waiter.registered = False
+        waiter.wake()
+        return True
+
+    def take(self):
+        """The oldest entry, or None; never waits."""
+        with self._lock:
+            return self._items.popleft() if self._items else None
+
+    def take_or_wait(self, waiter):
+        """The oldest entry, or None after registering ``waiter`` to be woken
+        by the next post."""
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            if not waiter.registered:
+                waiter.registered = True
+                self._waiters.append(waiter)
+            return None
+
+    def forget(self, waiter):
+        """``waiter`` no longer waits (a no-op when a post already woke it)."""
+        with self._lock:
+            if waiter.registered:
+                waiter.registered = False
+                self._waiters.remove(waiter)
+
+    def pass_on(self):
+        """A woken waiter will not take: wake the next one if there is an entry."""
+        with self._lock:
+            if not (self._items and self._waiters):
+                return
+            waiter = self._waiters.popleft()
+            waiter.registered = False
+        waiter.wake()
+
+
+class MessageQueues(Service):
+    """The named queues of the process (the ``mqr`` service of the tree)."""
+
+    name = "mqr"
+
+    def __init__(self, max_queue=DEFAULT_MAX_QUEUE):
+        self.max_queue = max_queue
+        self._lock = threading.Lock()
+        self._queues = {}
+
+    def queue(self, name: bytes) -> Queue:
+        """The queue called ``name``, created on first use."""
+        queue = self._queues.get(name)
+        if queue is None:
+            with self._lock:
+                queue = self._queues.setdefault(name, Queue(name, self.max_queue))
+        return queue
+
+    def stopService(self):
+        """Runs after every Lua service has stopped: what is left is dropped."""
+        super().stopService()
+        for name, queue in sorted(self._queues.items()):
+            if len(queue):
+                log.info("mqr queue {queue} dropped {count} messages at stop",
+                         lapps_event="mqr.dropped", queue=name.decode("utf-8", "replace"),
+                         count=len(queue))
