@@ -22,20 +22,11 @@ import websockets
 
 from conftest import APPS, TWISTD, Server, reactive, write_config
 from lapps.acl import Acl, parse_entry, peer_address
-from test_tls import PKI, trusting
+from test_tls import PKI, _has_ipv6_loopback, trusting
 
 LAPPS = Path(sys.executable).parent / "lapps"
 
 
-def _has_ipv6_loopback():
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
