@@ -49,9 +49,8 @@ def _answer(outcome):
     return None, outcome[0], outcome[1] if len(outcome) > 1 else None
 
 
-class _Reactive:
-    """On the reactor thread: an answer at hand is returned at once; else the
-    Deferred is left in ``pending`` for the coroutine's ``wait``."""
+class _Login:
+    """What ``pam_auth:login`` calls first; ``login`` is the kind-specific part."""
 
     def __init__(self, context):
         self.context = context
@@ -60,6 +59,14 @@ class _Reactive:
         auth = self.context.pam_auth
         if auth is None:
             return None, False, UNAVAILABLE
+        return self.login(auth, service, user, password)
+
+
+class _Reactive(_Login):
+    """On the reactor thread: an answer at hand is returned at once; else the
+    Deferred is left in ``pending`` for the coroutine's ``wait``."""
+
+    def login(self, auth, service, user, password):
         peer = self.context.peer() if self.context.peer is not None else None
         d = auth.login(service, user, password, peer)
         if d.called:  # refused without PAM: no need to suspend
@@ -71,19 +78,13 @@ class _Reactive:
         return key
 
 
-class _Standalone:
+class _Standalone(_Login):
     """In the instance's own thread: the login runs on the reactor (and
     PAM in the pool); this thread waits for the answer."""
 
     POLL = 0.1   # how often a waiting thread checks must_stop
 
-    def __init__(self, context):
-        self.context = context
-
-    def start(self, service, user, password):
-        auth = self.context.pam_auth
-        if auth is None:
-            return None, False, UNAVAILABLE
+    def login(self, auth, service, user, password):
         answers = queue.SimpleQueue()
 
         def on_reactor():
