@@ -97,9 +97,12 @@ def test_a_text_frame_closes_1003_and_others_are_served(server):
             with pytest.raises(websockets.ConnectionClosed):
                 await ws.recv()
             await bystander.send(msg(lapps=1, method="classify"))
-            return ws.close_code, cbor2.loads(await bystander.recv())
+            answers = [cbor2.loads(await bystander.recv())]
+        for _ in range(2):  # round-robin: one of these is on the instance that closed
+            answers += await exchange(server.url("/lprobe"), msg(lapps=1, method="classify"))
+        return ws.close_code, answers
 
-    assert run(go()) == (1003, ok(3, "classify", "none"))
+    assert run(go()) == (1003, [ok(3, "classify", "none")] * 3)
 
 
 def test_integral_numbers_go_out_as_cbor_integers(server):

@@ -32,7 +32,7 @@ return bcast
 """
 
 def install(context):
-    channels, nljson = context.broadcasts, context.nljson
+    channels, nljson = context.parts.broadcasts, context.nljson
 
     def send(channel, obj):
         payload, problem = lapps_payload(nljson, obj, messages.broadcast_problem)

@@ -260,7 +260,7 @@ class Pool:
 def install(context):
     """Create the ``cws`` global. A standalone instance waits for the
     handshake in its thread; a reactive one suspends (``context.wait``)."""
-    pool = Pool(context.reactor, context.client_tls, context.pending,
+    pool = Pool(context.parts.reactor, context.parts.client_tls, context.pending,
                 may_block=context.standalone)
     wait = pool.wait if context.standalone else context.wait
     context.runtime.globals()[b"cws"] = context.runtime.execute(

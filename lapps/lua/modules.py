@@ -1,14 +1,14 @@
 """Which Lua globals a service instance gets, by service kind and ``preload``
 (spec §3.1): ``nljson`` always; ``ws`` in reactive services; ``bcast`` in
 LAppS-protocol and standalone services; ``must_stop`` and ``instance_id`` in
-standalone ones; ``nap``, ``time`` and ``murmur`` when preloaded."""
+standalone ones; ``settings`` when the descriptor has it; ``nap``, ``time``,
+``murmur``, ``cws``, ``pam_auth`` and ``mqr`` when preloaded. The modules reach
+server-wide things through ``context.parts`` (a ``ServerParts``)."""
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lapps.lua import bcast, clock, cws, murmur, nap, nljson, ws
-from lapps.lua import pam_auth
-from lapps.lua import mqr
+from lapps.lua import bcast, clock, cws, mqr, murmur, nap, nljson, pam_auth, ws
 
 
 @dataclass
@@ -29,32 +29,10 @@ class Context:
     nljson: Any = None
     stop_hooks: list = field(default_factory=list)  # standalone: run when the instance must stop
 
-    @property
-    def connections(self):
-        return self.parts.connections
-
-    @property
-    def broadcasts(self):
-        return self.parts.broadcasts
-
-    @property
-    def reactor(self):
-        return self.parts.reactor
-
-    @property
-    def client_tls(self):
-        return self.parts.client_tls
-
-    @property
-    def pam_auth(self):
-        return getattr(self.parts, "pam_auth", None)
-
 
 #: ``preload`` name → installer; ``lapps.config`` accepts exactly these.
 PRELOAD = {"nap": nap.install, "time": clock.install, "murmur": murmur.install,
-           "cws": cws.install}
-PRELOAD["pam_auth"] = pam_auth.install
-PRELOAD["mqr"] = mqr.install
+           "cws": cws.install, "pam_auth": pam_auth.install, "mqr": mqr.install}
 
 
 def install(context: Context, preload):

@@ -107,7 +107,7 @@ class _Module:
 
     def __init__(self, context):
         self.queues = context.parts.mqr
-        self.nljson, self.runtime, self.reactor = context.nljson, context.runtime, context.reactor
+        self.nljson, self.runtime, self.reactor = context.nljson, context.runtime, context.parts.reactor
         self.handles = {}  # name -> Queue, for this instance
 
     def _queue(self, name):

@@ -56,7 +56,7 @@ class _Login:
         self.context = context
 
     def start(self, service, user, password):
-        auth = self.context.pam_auth
+        auth = self.context.parts.pam_auth
         if auth is None:
             return None, False, UNAVAILABLE
         return self.login(auth, service, user, password)
@@ -90,7 +90,7 @@ class _Standalone(_Login):
         def on_reactor():
             maybeDeferred(auth.login, service, user, password, None).addBoth(answers.put)
 
-        self.context.reactor.callFromThread(on_reactor)
+        self.context.parts.reactor.callFromThread(on_reactor)
         must_stop = self.context.must_stop
         while True:
             try:

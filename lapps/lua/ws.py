@@ -43,9 +43,9 @@ def lapps_payload(nljson, obj, check=messages.outbound_problem):
 
 
 def install(context):
-    """Create the ``ws`` global; ``context.connections`` maps live handler
+    """Create the ``ws`` global; ``context.parts.connections`` maps live handler
     ids to their protocol (see :mod:`lapps.protocols.server`)."""
-    connections, nljson = context.connections, context.nljson
+    connections, nljson = context.parts.connections, context.nljson
 
     def send_raw(handler, opcode, data):
         connection = connections.get(handler)

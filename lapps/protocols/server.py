@@ -91,7 +91,7 @@ class LAppSServerProtocol(WebSocketServerProtocol):
             return False, b"data must be a string"
         if self.state != self.STATE_OPEN:
             return _CLOSED
-        if opcode == 1:
+        if opcode == 1 and not data.isascii():
             try:
                 data.decode("utf-8")
             except UnicodeDecodeError:

@@ -25,17 +25,10 @@ log = Logger(namespace="lapps.mqr")
 DEFAULT_MAX_QUEUE = 10000
 
 
-class Waiter:
-    """A receiver waiting on one queue; ``wake`` may be called from any thread."""
-
-    registered = False
-
-    def wake(self):
-        raise NotImplementedError
-
-
 class Queue:
-    """One named, bounded FIFO queue."""
+    """One named, bounded FIFO queue. A receiver that finds it empty waits
+    as a *waiter*: an object with a ``registered`` flag (kept by the queue)
+    and a ``wake()`` method that may be called from any thread."""
 
     def __init__(self, name, limit):
         self.name, self.limit = name, limit
