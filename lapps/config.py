@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from lapps import acl as network_acl, tls
+from lapps import acl as network_acl, origin, tls
 from lapps.lua.modules import PRELOAD
 from lapps.schema import Anything, Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
 
@@ -54,6 +54,18 @@ PAM_AUTH = Object({
     "threads": Scalar(int, 2, minimum=1, maximum=32),
 })
 
+#: Protection of the accepting side (README "Limits and defaults").
+LIMITS = Object({
+    "handshake_timeout": Scalar(float, 10.0, test=lambda v: v > 0, expect="a number of seconds > 0"),
+    "max_request_line": Scalar(int, 8192, minimum=256),
+    "max_header_line": Scalar(int, 8192, minimum=256),
+    "max_header_block": Scalar(int, 16384, minimum=1024),
+    "peer_max_connections": Scalar(int, 1000, minimum=1),
+    "peer_connection_rate": Scalar(float, 100.0, test=lambda v: v > 0,
+                                   expect="a number of connections per second > 0"),
+    "peer_connection_burst": Scalar(int, 500, minimum=1),
+})
+
 SERVER = Object({
     "listeners": Scalar(int, 2, minimum=0),
     "connection_weight": Scalar(float, 1.0, minimum=0),
@@ -84,6 +96,9 @@ SERVER = Object({
     # mqr (spec §6.5): the most messages one named queue holds; a post to a
     # full queue returns false and "queue full"
     "mqr": Object({"max_queue": Scalar(int, 10000, minimum=1, maximum=10_000_000)}),
+    "limits": LIMITS,
+    # SIGTERM: how long clients, services and threads get before the process exits anyway
+    "shutdown_timeout": Scalar(float, 10.0, minimum=0),
 })
 
 SERVICE = Object({
@@ -104,6 +119,17 @@ SERVICE = Object({
     "max_memory": Scalar(int, 128 * MiB, minimum=1 * MiB),
     "stop_timeout": Scalar(float, 5.0, minimum=0),
     "settings": MapOf(Anything(), None),
+    "max_outbound_buffer": Scalar(int, 4 * MiB, minimum=64 * 1024),
+    "outbound_stall_timeout": Scalar(float, 30.0, test=lambda v: v > 0,
+                                     expect="a number of seconds > 0"),
+    "max_instance_queue": Scalar(int, 1000, minimum=1),
+    "ping_interval": Scalar(float, 30.0, minimum=0),
+    "ping_timeout": Scalar(float, 30.0, test=lambda v: v > 0, expect="a number of seconds > 0"),
+    "allowed_origins": Array(Scalar(str, test=_parses(origin.normalise),
+                                    expect='an origin "scheme://host[:port]" or "null"'),
+                             [], unique=True),
+    "permessage_deflate": Scalar(bool, False),
+    "handler_timeout": Scalar(float, 1.0, test=lambda v: v > 0, expect="a number of seconds > 0"),
 })
 
 DIRECTORIES = Object({
@@ -143,6 +169,14 @@ class ServiceConfig:
     settings: dict | None
     directory: str
     acl: dict  # the network ACL: {"policy": ..., "exclude": [...]}
+    max_outbound_buffer: int = 4 * MiB
+    outbound_stall_timeout: float = 30.0
+    max_instance_queue: int = 1000
+    ping_interval: float = 30.0
+    ping_timeout: float = 30.0
+    allowed_origins: frozenset = frozenset()  # normalised; empty: any origin
+    permessage_deflate: bool = False
+    handler_timeout: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -291,7 +325,23 @@ def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
         extra_headers=checked["extra_headers"], proto_alias=checked["proto_alias"],
         max_memory=checked["max_memory"], stop_timeout=checked["stop_timeout"],
         settings=checked["settings"],
-        directory=directory, acl=checked["acl"])
+        directory=directory, acl=checked["acl"],
+        max_outbound_buffer=checked["max_outbound_buffer"],
+        outbound_stall_timeout=checked["outbound_stall_timeout"],
+        max_instance_queue=checked["max_instance_queue"],
+        ping_interval=checked["ping_interval"], ping_timeout=checked["ping_timeout"],
+        allowed_origins=frozenset(_normalised(checked["allowed_origins"])),
+        permessage_deflate=checked["permessage_deflate"],
+        handler_timeout=checked["handler_timeout"])
+
+
+def _normalised(origins):
+    """Valid origins in canonical form (invalid ones are already reported)."""
+    for text in origins:
+        try:
+            yield origin.normalise(text)
+        except ValueError:
+            pass
 
 
 def _check_targets(services, source, problems):
