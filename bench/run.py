@@ -264,8 +264,8 @@ class Ctx:
         return ["taskset", "-c", str(cpu)] if cpu is not None else []
 
 
-def lapps_echo_argv(ctx, port, tls):
-    server = {"ip": "127.0.0.1", "port": port, "tls": tls}
+def lapps_echo_argv(ctx, port, tls, fast_path=True):
+    server = {"ip": "127.0.0.1", "port": port, "tls": tls, "fast_path": fast_path}
     if tls:
         server["tls_certificates"] = ctx.certs
     config = {"server": server,
@@ -273,7 +273,7 @@ def lapps_echo_argv(ctx, port, tls):
               "services": {"echo": {"standalone": False, "auto_start": True, "instances": 1,
                                     "protocol": "raw", "request_target": "/echo",
                                     "max_inbound_message_size": LIMIT}}}
-    path = ctx.tmp / f"lapps-echo-{'wss' if tls else 'ws'}.json"
+    path = ctx.tmp / f"lapps-echo-{'wss' if tls else 'ws'}{'' if fast_path else '-off'}.json"
     path.write_text(json.dumps(config, indent=2))
     return twistd() + ["-n", "--pidfile=", "lapps", "--config", str(path)]
 
@@ -294,6 +294,10 @@ SERVERS = [
            lambda ctx, port: lapps_echo_argv(ctx, port, False)),
     Server("lapps-wss", "lapps wss (echo.lua, 1 instance)",
            lambda ctx, port: lapps_echo_argv(ctx, port, True), tls=True),
+    Server("lapps-ws-off", "lapps ws, fast_path off",
+           lambda ctx, port: lapps_echo_argv(ctx, port, False, fast_path=False)),
+    Server("lapps-wss-off", "lapps wss, fast_path off",
+           lambda ctx, port: lapps_echo_argv(ctx, port, True, fast_path=False), tls=True),
     Server(BASELINE, "Autobahn/Twisted, bare echo", peer_argv("autobahn_echo.py", sys.executable)),
     Server("websockets", "websockets {version} (asyncio)", peer_argv("websockets_echo.py"),
            venv="websockets"),

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from lapps import acl as network_acl, origin, tls
+from lapps.bus import address as bus_address
 from lapps.lua.modules import PRELOAD
 from lapps.schema import Anything, Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
 
@@ -66,6 +67,18 @@ LIMITS = Object({
     "peer_connection_burst": Scalar(int, 500, minimum=1),
 })
 
+#: Where bcast and mqr live (lapps.bus): in this process, or in Redis for every
+#: process and host that names the same URL and prefix.
+BUS = Object({
+    "backend": Scalar(str, "local", choices=("local", "redis")),
+    "url": Scalar(str, None),  # required with "redis"; checked by _check_bus
+    "prefix": Scalar(str, "lapps:", test=str.isprintable, expect="a printable string"),
+    # a process that has not renewed its presence for this long is dead: the mqr
+    # entries it had taken from Redis go to the receivers of other processes
+    "consumer_timeout": Scalar(float, 10.0, test=lambda v: 0.5 <= v <= 3600,
+                               expect="a number of seconds from 0.5 to 3600"),
+})
+
 SERVER = Object({
     "listeners": Scalar(int, 2, minimum=0),
     "connection_weight": Scalar(float, 1.0, minimum=0),
@@ -99,6 +112,10 @@ SERVER = Object({
     "limits": LIMITS,
     # SIGTERM: how long clients, services and threads get before the process exits anyway
     "shutdown_timeout": Scalar(float, 10.0, minimum=0),
+    # lapps.protocols.fastpath: the common frame without Autobahn's callback chain, and
+    # writes at once; false keeps every connection on Autobahn's and Twisted's own path
+    "fast_path": Scalar(bool, True),
+    "bus": BUS,
 })
 
 SERVICE = Object({
@@ -210,14 +227,14 @@ def load(path: str, environ=os.environ, check_certificates=True) -> Config:
     """Read and validate the configuration at ``path`` (either form)."""
     problems = Problems()
     data = _read_json(path, problems)
-    if data is None:
+    if problems.lines:  # (not ``data is None``: a file may hold JSON's null)
         raise ConfigError(problems.lines)
     server_source = path
     if isinstance(data, dict) and "server" not in data:
         ws_path = os.path.join(os.path.dirname(path), environ.get("WS_CONFIG", "ws.json"))
         if os.path.exists(ws_path):
             server = _read_json(ws_path, problems)
-            if server is None:
+            if problems.lines:
                 raise ConfigError(problems.lines)
             data = dict(data, server=server)
             server_source = ws_path
@@ -258,6 +275,8 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
     _check_targets(services, source, problems)
     _check_cycles(services, source, problems)
 
+    _check_bus(server, server_source, server_where, problems)
+
     certs = server["tls_certificates"]
     certs_base = base_dir if server_source == source else \
         os.path.dirname(os.path.abspath(server_source))
@@ -274,6 +293,27 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
                   lua_path=";".join(os.path.join(d, "?.lua") for d in service_dirs))
 
 
+def _check_bus(server, source, where, problems):
+    """What the schema cannot say alone: the URL (required with Redis), and
+    that several workers need a bus they can share."""
+    bus, workers = server["bus"], server["workers"]["workers"]
+    url = bus["url"]
+    if url is None and bus["backend"] == "redis":
+        problems.add(source, f"{where}/bus/url", 'required when "backend" is "redis" '
+                     '(redis://HOST[:PORT][/DB])')
+    elif url is not None:
+        try:
+            bus_address.parse(url)
+        except ValueError as e:
+            problems.add(source, f"{where}/bus/url",
+                         f"{e} (expected redis://HOST[:PORT][/DB]), got {describe(url)}")
+    if isinstance(workers, int) and workers > 1 and bus["backend"] == "local":
+        problems.add(source, f"{where}/workers/workers",
+                     f"{workers} worker processes cannot share the local bus (bcast channels "
+                     'and mqr queues would be separate in each process); set "bus": '
+                     '{"backend": "redis", "url": "redis://HOST:PORT/DB"}, or "workers": 1')
+
+
 _LUA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 #: Headers of the handshake itself, which ``extra_headers`` may not replace.
@@ -287,7 +327,7 @@ def _check_headers(headers, source, where, problems):
             problems.add(source, pointer(where, name), "not a valid HTTP header name")
         elif name.lower() in _HANDSHAKE_HEADERS:
             problems.add(source, pointer(where, name), "is set by the WebSocket handshake itself")
-        elif any(c in value for c in "\r\n\0"):
+        elif isinstance(value, str) and any(c in value for c in "\r\n\0"):
             problems.add(source, pointer(where, name), "a header value cannot hold CR, LF or NUL")
 
 
@@ -314,7 +354,7 @@ def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
     if not standalone and "request_target" not in desc:
         problems.add(source, pointer(where, "request_target"), "required for a reactive service")
     for i, module_name in enumerate(checked["preload"]):
-        if module_name not in PRELOADABLE:
+        if isinstance(module_name, str) and module_name not in PRELOADABLE:
             problems.add(source, pointer(pointer(where, "preload"), i),
                          f"module {json.dumps(module_name)} is not provided by this version of lapps")
     return ServiceConfig(
@@ -339,7 +379,8 @@ def _normalised(origins):
     """Valid origins in canonical form (invalid ones are already reported)."""
     for text in origins:
         try:
-            yield origin.normalise(text)
+            if isinstance(text, str):
+                yield origin.normalise(text)
         except ValueError:
             pass
 
@@ -370,7 +411,7 @@ def _check_cycles(services, source, problems):
                              "dependency cycle " + " -> ".join(cycle))
             return
         for dep in services[name].depends:
-            if dep in services and dep != name:
+            if isinstance(dep, str) and dep in services and dep != name:
                 visit(dep, path + [name])
 
     for name in services:

@@ -13,6 +13,11 @@ from typing import Any, Callable
 
 _MISSING = object()
 
+#: Control characters (line breaks above all) as JSON escapes, so that a key
+#: or a name holding one keeps its problem on one line.
+_ESCAPES = {**{c: json.dumps(chr(c))[1:-1] for c in range(32)},
+            **{c: f"\\u{c:04x}" for c in (0x7F, 0x85, 0x2028, 0x2029)}}
+
 
 def pointer(parent: str, key) -> str:
     """Extend a JSON pointer (RFC 6901) by one reference token."""
@@ -42,7 +47,7 @@ class Problems:
     lines: list = field(default_factory=list)
 
     def add(self, source: str, where: str, message: str) -> None:
-        self.lines.append(f"{source}: {where or '/'}: {message}")
+        self.lines.append(f"{source}: {where or '/'}: {message}".translate(_ESCAPES))
 
 
 class Node:
@@ -135,6 +140,8 @@ class Array(Node):
         if self.unique:
             seen = set()
             for i, v in enumerate(items):
+                if isinstance(v, (list, dict)):
+                    continue  # not a valid item (reported above), and not hashable
                 if v in seen:
                     problems.add(source, pointer(where, i), f"duplicate entry {describe(v)}")
                 seen.add(v)
@@ -150,7 +157,7 @@ class MapOf(Node):
     def check(self, value, where, source, problems):
         if not isinstance(value, dict):
             problems.add(source, where, f"expected an object, got {describe(value)}")
-            return dict(self.default) if self.default is not _MISSING else {}
+            return self.fill() if self.default is not _MISSING else {}
         return {k: self.value.check(v, pointer(where, k), source, problems) for k, v in value.items()}
 
 

@@ -1,5 +1,7 @@
 """TLS for the listener: certificate checks at config time, and the server
-context built through Twisted's ``CertificateOptions`` (pyOpenSSL)."""
+context built through Twisted's ``CertificateOptions`` (pyOpenSSL), behind
+a connection creator whose options a reload replaces (new certificate for
+new connections, nothing dropped)."""
 
 import os
 import ssl
@@ -7,8 +9,10 @@ import ssl
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import (Certificate, CertificateOptions, TLSVersion,
                                   optionsForClientTLS, platformTrust, trustRootFromCertificates)
+from zope.interface import implementer
 
 #: ``tls_server_version`` / ``tls_client_version`` → the lowest version allowed.
 MINIMUM_VERSION = {3: TLSVersion.TLSv1_2, 4: TLSVersion.TLSv1_3}
@@ -66,6 +70,24 @@ def server_options(cert_path, key_path, version):
     )
     options.getContext().set_options(SSL.OP_NO_RENEGOTIATION)
     return options
+
+
+def fingerprint(options):
+    """The SHA-256 fingerprint of the certificate ``options`` serve."""
+    return options.certificate.digest("sha256").decode()
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """The listener's TLS: each new connection is made by the current
+    ``options`` (from :func:`server_options`), which a reload replaces;
+    connections already made keep the certificate they got."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def serverConnectionForTLS(self, protocol):
+        return self.options.serverConnectionForTLS(protocol)
 
 
 def client_options(ca_file, version, verify=True):

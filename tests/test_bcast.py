@@ -11,7 +11,10 @@ from conftest import TEST_APPS, reactive
 
 @pytest.fixture
 def server(start_server):
-    return start_server({"lprobe": reactive("/lprobe", protocol="LAppS", instances=3)},
+    # the 12.5 MiB burst below is written in one reactor turn: over the default
+    # max_outbound_buffer even for a subscriber that reads
+    return start_server({"lprobe": reactive("/lprobe", protocol="LAppS", instances=3,
+                                            max_outbound_buffer=16 * 1024 * 1024)},
                         applications=TEST_APPS)
 
 

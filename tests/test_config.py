@@ -394,7 +394,8 @@ LAPPS_SERVICES = {
 LAPPS_WS = {
     "listeners": 3, "connection_weight": 1.0, "ip": "127.0.0.1", "port": 0,
     "lapps_config_auto_save": False,
-    "workers": {"workers": 3, "max_connections": 10000, "auto_fragment": False,
+    # (LAppS's examples say 3 IO threads; more than 1 worker process needs the Redis bus)
+    "workers": {"workers": 1, "max_connections": 10000, "auto_fragment": False,
                 "max_poll_events": 256, "max_poll_wait_ms": 10, "max_inbounds_skip": 50,
                 "input_buffer_size": 4096},
     "acl": {"policy": "allow", "exclude": []},

@@ -272,7 +272,7 @@ def test_plain_get_of_an_unknown_target_is_404(probe):
 def test_only_websocket_version_13_is_accepted(probe):
     response = run(raw_request(probe.port, upgrade_request("/probe").replace(
         b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8")))
-    assert response.startswith("HTTP/1.1 400 Bad Request\r\n")
+    assert response.startswith("HTTP/1.1 426 Upgrade Required\r\n")
     assert "\r\nSec-WebSocket-Version: 13\r\n" in response
 
 

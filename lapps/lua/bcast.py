@@ -40,8 +40,7 @@ def install(context):
             return False, problem
         if not channels.exists(channel):
             return False, b"Broadcast with id %d is not found" % channel
-        channels.publish(channel, payload)
-        return True
+        return channels.publish(channel, payload)
 
     runtime = context.runtime
     runtime.globals()[b"bcast"] = runtime.execute(

@@ -6,6 +6,12 @@ a queue of events (open, message, error, close) that ``cws:eventLoop()``
 drains, so callbacks run only inside ``eventLoop``, in the service's own
 thread. ``cws:new`` waits for the opening handshake: a standalone instance
 blocks its thread, a reactive instance suspends its coroutine.
+
+``cws:send`` never buffers without bound: once :data:`MAX_SEND_BUFFER` bytes
+wait to go out on a connection (the instance's sends not yet taken by the
+reactor, and those written while the connection's transport is full because
+the remote server does not read), it returns false and "send buffer full"
+until they have gone.
 """
 
 import collections
@@ -20,7 +26,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.python.threadable import isInIOThread
 
+from lapps.protocols.backpressure import OutboundCap
+
 MAX_MESSAGE = 16 * 1024 * 1024
+#: Bytes one connection may have waiting to go out (sent by Lua, not yet
+#: taken by the remote server) before ``cws:send`` says "send buffer full".
+MAX_SEND_BUFFER = 4 * 1024 * 1024
 CONNECT_TIMEOUT = 10.0
 _ids = itertools.count(1)
 
@@ -91,8 +102,9 @@ return cws
 """
 
 
-class _Protocol(WebSocketClientProtocol):
-    """One cws connection: reports to its pool, never runs Lua itself."""
+class _Protocol(OutboundCap, WebSocketClientProtocol):
+    """One cws connection: reports to its pool, never runs Lua itself. It
+    counts what it writes while its transport is full (``outbound_backlog``)."""
 
     lost = None
 
@@ -101,6 +113,7 @@ class _Protocol(WebSocketClientProtocol):
         super().connectionLost(reason)
 
     def onOpen(self):
+        self.cap_outbound()
         self.factory.pool.opened(self)
 
     def onMessage(self, payload, isBinary):
@@ -125,6 +138,7 @@ class Pool:
         self.pending = pending  # handler -> Deferred of (ok, message); the waiter pops it
         self.connecting = {}    # the same Deferreds, until the handshake ends
         self.outbox = collections.deque()   # (handler, data, is_binary) to send
+        self.queued = self.flushed = 0      # bytes into and out of the outbox (by one thread each)
         self.flushing = False
         self.protocols = {}     # handler -> protocol, once its handshake is done
         self.open = set()       # handlers a send may use (read from the Lua thread)
@@ -170,8 +184,13 @@ class Pool:
     def send(self, handler, data, opcode):
         """Queue the message; one reactor wake-up carries every message queued
         until the reactor gets to it (a benchmark loop sends hundreds)."""
-        if handler not in self.open:
+        protocol = self.protocols.get(handler)
+        if protocol is None or handler not in self.open:
             return False, b"Communication error: the connection is closed"
+        waiting = self.queued - self.flushed + protocol.outbound_backlog
+        if waiting + len(data) > MAX_SEND_BUFFER:
+            return False, b"send buffer full: the server is not taking what was sent"
+        self.queued += len(data)
         self.outbox.append((handler, data, opcode == 2))
         if not self.flushing:
             self.flushing = True
@@ -245,6 +264,7 @@ class Pool:
         outbox, protocols = self.outbox, self.protocols
         while outbox:
             handler, data, is_binary = outbox.popleft()
+            self.flushed += len(data)
             protocol = protocols.get(handler)
             if protocol is not None:
                 protocol.sendMessage(data, is_binary)

@@ -10,6 +10,12 @@ number or boolean travels as itself.
 ``q:recv()`` waits for a value: a standalone instance blocks its thread (and
 gets nil once the server stops), a reactive instance suspends its coroutine
 (``context.wait``) while the reactor and the other instances go on.
+
+The queues are the bus's (:mod:`lapps.bus`): in this process, or in Redis.
+With Redis, ``post`` waits for Redis's verdict (accepted or full) and
+``try_recv`` may ask Redis for what is queued: both then block or suspend
+the same way, for one round trip. A failed bus makes them return false (or
+nil) and a message.
 """
 
 import itertools
@@ -21,10 +27,21 @@ from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 
 from lapps.lua.nljson import NlJsonError
+from lapps.services.mqr import FETCHED, PENDING, Json as _Json
 
 _MQR = b"""
 local create, post_json, post_plain, try_recv, recv, wait, give_up = ...
 local type, getmetatable, setmetatable = type, getmetatable, setmetatable
+
+-- Python answers (a, b) now, or (nil, nil, key): then the answer comes by
+-- waiting on key (a reactive instance on the Redis bus); "failed" is what a
+-- wait given up at stop returns first.
+local function settle(failed, a, b, key)
+  if key == nil then return a, b end
+  local ok, got, err = wait(key)
+  if ok then return got, err end
+  return failed, got
+end
 
 local CREATE = "usage: mqr.create(name), a non-empty string"
 local POST = "usage: queue:post(value), an nljson value, a table, a string, a number or a boolean"
@@ -37,14 +54,20 @@ Queue.__index = Queue
 function Queue:post(value)
   if getmetatable(self) ~= Queue then return false, POST end
   local t = type(value)
-  if t == "table" or t == "userdata" then return post_json(self.name, value) end
-  if t == "string" or t == "number" or t == "boolean" then return post_plain(self.name, value) end
+  if t == "table" or t == "userdata" then return settle(false, post_json(self.name, value)) end
+  if t == "string" or t == "number" or t == "boolean" then
+    return settle(false, post_plain(self.name, value))
+  end
   return false, POST
 end
 
 function Queue:try_recv()
   if getmetatable(self) ~= Queue then return nil, TRY_RECV end
-  return try_recv(self.name)
+  local value, err, key = try_recv(self.name)
+  if key == nil then return value, err end
+  local fetched, problem = settle(nil, false, nil, key)  -- Redis was asked what is queued
+  if not fetched then return nil, problem end
+  return try_recv(self.name, true)
 end
 
 if wait == nil then  -- standalone: recv blocks the instance's thread
@@ -75,6 +98,7 @@ return mqr
 """
 
 _STOPPING = b"the server is stopping"
+_GAVE_UP = (False, _STOPPING)
 log = Logger(namespace="lapps.mqr")
 
 
@@ -90,16 +114,6 @@ _keys = itertools.count(1)
 #: plus a margin (measured: arrays of empty objects take ~46 bytes per item,
 #: long strings about their length).
 _PER_BYTE, _PER_ITEM, _MARGIN = 2, 64, 256 * 1024
-
-
-class _Json:
-    """A queued JSON value (Python form), to be rebuilt as nljson by the
-    receiver, and the size of its CBOR form."""
-
-    __slots__ = ("value", "size")
-
-    def __init__(self, value, size):
-        self.value, self.size = value, size
 
 
 class _Module:
@@ -133,15 +147,17 @@ class _Module:
         return self._post(name, value)
 
     def _post(self, name, entry):
-        if self._queue(name).post(entry):
-            return True
-        return False, b"queue full"
+        """True, or ``(False, why)``; or the key to wait on (see ``settle``)."""
+        queue = self._queue(name)
+        return self.settle(lambda done: queue.post(entry, done), _as_results, _GAVE_UP)
 
     def lua_value(self, queue, entry):
         """``(value, None)`` in this instance's runtime, or ``(None, message)``
         when the runtime cannot hold it: then the message is dropped (and
         logged), as it would not fit in the next call either."""
         kind = type(entry)
+        if kind is tuple:  # (None, why): the bus failed
+            return entry
         if kind is not _Json:
             if kind is bytes and not self._fits(len(entry), 1):
                 return self._dropped(queue, len(entry))
@@ -179,12 +195,30 @@ class _Module:
         return None, (f"message of {size} bytes dropped: it does not fit in this instance's "
                       f"max_memory ({limit})").encode()
 
-    def try_recv(self, name):
+    def try_recv(self, name, again=False):
+        """A queued value or nil, never waiting for one to be posted. The
+        bus may answer later (Redis): then, once it has fetched what is
+        queued, Lua calls again with ``again`` and takes from that."""
         queue = self._queue(name)
-        entry = queue.take()
+        entry = queue.take() if again else self.settle(queue.take, _fetched, (None, _STOPPING))
+        if entry is FETCHED:  # (standalone) the bus fetched what is queued
+            entry = queue.take()
+        elif type(entry) is tuple:  # a key to wait on, or (None, why)
+            return entry
         if entry is None:
             return None
         return self.lua_value(queue, entry)
+
+
+def _as_results(outcome):
+    """A post's outcome (True or (False, why)) as a reactive wait's results."""
+    return (True, True, None) if outcome is True else (True,) + outcome
+
+
+def _fetched(outcome):
+    """A fetch's outcome (FETCHED: take what came, or (None, why)) as a
+    reactive wait's results: (True, true) or (True, false, why)."""
+    return (True, True, None) if outcome is FETCHED else (True, False, outcome[1])
 
 
 class _ThreadWaiter:
@@ -219,6 +253,25 @@ class _Standalone(_Module):
         self.must_stop = context.must_stop
         self.waiter = _ThreadWaiter()
         context.stop_hooks.append(self.waiter.wake)
+
+    def settle(self, start, results, gave_up):
+        """``start(done)``'s outcome; when it is PENDING, block until the
+        reactor calls ``done`` and give what it was called with; at stop,
+        give up waiting: ``gave_up``."""
+        answers = []
+
+        def done(answer):
+            answers.append(answer)
+            self.waiter.wake()
+
+        outcome = start(done)
+        if outcome is not PENDING:
+            return outcome
+        while not answers:  # (a stale wake-up only makes it look again)
+            if self.must_stop():
+                return gave_up
+            self.waiter.wait()
+        return answers[0]
 
     def recv(self, name):
         """Block until a value comes; once the server stops, never wait:
@@ -279,6 +332,25 @@ class _Reactive(_Module):
         super().__init__(context)
         self.pending = context.pending
         self.waits = {}  # key -> _Recv
+
+    def settle(self, start, results, gave_up):
+        """``start(done)``'s outcome; when it is PENDING, ``(None, None,
+        key)``: Lua then waits on ``key`` for the results ``results`` makes
+        of what ``done`` is called with (the Lua side knows what a wait
+        given up at stop returns, so ``gave_up`` is not needed here)."""
+        deferred = Deferred()
+        outcome = start(deferred.callback)
+        if outcome is not PENDING:
+            return outcome
+        key = b"mqr:%d" % next(_keys)
+        self.pending[key] = deferred.addCallback(results).addBoth(self._unclaimed, key)
+        return None, None, key
+
+    def _unclaimed(self, result, key):
+        """A wait that never began (a Lua error: not in a callback's own
+        coroutine) leaves no Deferred behind; one that began was popped."""
+        self.pending.pop(key, None)
+        return result
 
     def recv(self, name):
         """``(value, error)`` now, or ``(nil, nil, key)``: the Lua side then

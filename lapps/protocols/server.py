@@ -7,9 +7,17 @@ import time
 from http import HTTPStatus
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+
+from lapps.config import LIMITS
+from lapps.origin import normalise as normalise_origin
+from lapps.protocols.backpressure import OutboundCap
+from lapps.protocols.fastpath import FastPath
+from lapps.protocols.handshake import HandshakeLimits
+from lapps.protocols.timers import ExactTimer
 
 log = Logger(namespace="lapps.connection")
 
@@ -19,8 +27,13 @@ _handler_ids = itertools.count(1)
 _CLOSED = (False, b"connection is closing")
 
 
-class LAppSServerProtocol(WebSocketServerProtocol):
-    """One client connection of a reactive service."""
+class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServerProtocol):
+    """One client connection of a reactive service. Its keepalive is its
+    service's: Autobahn's automatic ping every ``ping_interval`` seconds;
+    no traffic at all for ``ping_timeout`` after a ping drops the
+    connection (a TCP abort: a peer that does not answer pings is not
+    expected to answer a closing handshake either), logged as
+    ``keepalive.timeout``; its ``onDisconnect`` runs as for any other end."""
 
     handler = None
     instance = None
@@ -44,6 +57,11 @@ class LAppSServerProtocol(WebSocketServerProtocol):
         if acl is not None and not acl.admits_to(service.name, self.transport.getPeer(), self.peer):
             raise ConnectionDeny(403, f"the network ACL of service {service.name} "
                                  "does not admit this address")
+        allowed = service.config.allowed_origins
+        if allowed and _origin(request.origin) not in allowed:
+            raise ConnectionDeny(403, f"service {service.name} does not admit "
+                                 + (f"origin {request.origin}" if request.origin
+                                    else "requests without an Origin header"))
         instance = service.pick()
         if instance is None:
             raise ConnectionDeny(503, f"service {service.name} has no running instance")
@@ -52,14 +70,30 @@ class LAppSServerProtocol(WebSocketServerProtocol):
             else instance.raw_message
         self.maxMessagePayloadSize = self.maxFramePayloadSize = \
             service.config.max_inbound_message_size
+        self.autoPingInterval = service.config.ping_interval
+        self.autoPingTimeout = service.config.ping_timeout
+        if service.config.permessage_deflate:
+            self.perMessageCompressionAccept = self.accept_deflate
         offered = service.config.proto_alias or service.config.protocol
         subprotocol = offered if offered in request.protocols else None
         return subprotocol, dict(service.config.extra_headers)
+
+    def accept_deflate(self, offers):
+        """Autobahn asks this after ``onConnect`` (services with
+        ``permessage_deflate`` only): the client's first deflate offer, with
+        the service's inbound limit applied to the inflated message, so that
+        a small frame that inflates past it is closed 1009 while inflating."""
+        for offer in offers:
+            if isinstance(offer, PerMessageDeflateOffer):
+                return PerMessageDeflateOfferAccept(offer, max_message_size=self.maxMessagePayloadSize)
+        return None
 
     def onOpen(self):
         self.handler = next(_handler_ids)
         self.opened_at = time.monotonic()
         self.factory.connections[self.handler] = self
+        config = self.instance.service.config
+        self.cap_outbound(config.max_outbound_buffer, config.outbound_stall_timeout)
         log.info("{peer} connected to {target} as handler {handler}",
                  lapps_event="connection.open", peer=self.peer, target=self.target,
                  handler=self.handler, service=self.instance.service.name,
@@ -67,6 +101,12 @@ class LAppSServerProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload, isBinary):
         self.deliver(self, payload, isBinary)
+
+    def onAutoPingTimeout(self):
+        log.info("{peer} on {target} (handler {handler}) did not answer a ping in {timeout} s; "
+                 "dropped", lapps_event="keepalive.timeout", peer=self.peer, target=self.target,
+                 handler=self.handler, timeout=self.autoPingTimeout)
+        super().onAutoPingTimeout()
 
     def onClose(self, wasClean, code, reason):
         handler = self.handler
@@ -111,8 +151,13 @@ class LAppSServerProtocol(WebSocketServerProtocol):
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         path = getattr(self, "http_request_path", None)
+        version = getattr(self, "http_headers", {}).get("sec-websocket-version")
         if code == 426 and path not in self.factory.routes:  # not even a WebSocket place
             code, reason = 404, f"no service at {path}"
+        elif code == 400 and version is not None and version.strip() != "13":
+            # RFC 6455 4.4: name the version spoken (Autobahn answers 400)
+            code, reason = 426, f"WebSocket version {version.strip()!r} is not supported"
+            responseHeaders = [("Sec-WebSocket-Version", "13")]
         log.info("handshake from {peer} refused with {code}: {reason}",
                  lapps_event="handshake.refused", peer=self.peer, code=code, reason=reason)
         super().failHandshake(reason, code, responseHeaders)
@@ -134,14 +179,29 @@ class LAppSServerProtocol(WebSocketServerProtocol):
         self.sendData(head.encode("latin-1") + b"\r\n" + body)
 
 
+def _origin(header):
+    """The origin an Origin header names, normalised (None if it names
+    none, or is absent). A page loaded from a file has the opaque origin
+    "null": Firefox sends that, Chrome has sent the file:// URL."""
+    if header.lower().startswith("file:"):
+        return "null"
+    try:
+        return normalise_origin(header)
+    except ValueError:
+        return None
+
+
 class LAppSServerFactory(WebSocketServerFactory):
     """Routes request targets to reactive services; ``connections`` maps
     each open handler id to its protocol, shared with the ``ws`` module;
     ``acl`` (the ``acl`` service, optional) decides per service who may
-    connect, before the upgrade."""
+    connect, before the upgrade; ``limits`` (the server's ``limits`` config
+    object, set by :meth:`apply_limits`) bound each opening handshake."""
 
     protocol = LAppSServerProtocol
     noisy = False
+    #: Whether new connections take :mod:`lapps.protocols.fastpath` (server key ``fast_path``).
+    fast_path = True
 
     def __init__(self, routes, connections, broadcasts, auto_fragment=False,
                  max_connections=10000, acl=None):
@@ -150,35 +210,58 @@ class LAppSServerFactory(WebSocketServerFactory):
         self.max_connections = max_connections
         self.connections = connections
         self.protocols = set()
-        self._drained = []
+        self._closing = []  # (protocols not gone yet, Deferred) per close() under way
+        self._batched_timer = ExactTimer(self.reactor)  # Autobahn's timers, on time
         self.setProtocolOptions(webStatus=False, failByDrop=False, allowNullOrigin=True,
                                 versions=[13],
                                 autoFragmentSize=1392 if auto_fragment else 0)
+        self.apply_limits(LIMITS.fill())
+
+    def setProtocolOptions(self, allowNullOrigin=True, **options):
+        """Autobahn's, but ``allowNullOrigin`` stays on unless said otherwise
+        (Autobahn's default argument turns it off at every call): origins are
+        judged per service, in ``onConnect`` (``allowed_origins``)."""
+        super().setProtocolOptions(allowNullOrigin=allowNullOrigin, **options)
+
+    def apply_limits(self, limits):
+        """The handshakes from now on follow ``limits`` (sizes read by
+        :class:`lapps.protocols.handshake.HandshakeLimits`; the time is
+        Autobahn's ``openHandshakeTimeout``)."""
+        self.limits = limits
+        self.setProtocolOptions(openHandshakeTimeout=limits["handshake_timeout"])
 
     def forget(self, protocol):
         self.protocols.discard(protocol)
-        if not self.protocols:
-            waiting, self._drained = self._drained, []
-            for d in waiting:
-                d.callback(None)
+        for closing in list(self._closing):
+            left, done = closing
+            left.discard(protocol)
+            if not left:
+                self._closing.remove(closing)
+                done.callback(None)
 
-    def close_all(self, timeout, clock):
-        """Close every connection: open ones with 1001, half-open ones at
+    def close(self, protocols, code, reason, timeout, clock):
+        """Close ``protocols``: open ones with ``code``, half-open ones at
         once; abort what is still there after ``timeout`` seconds. The
-        Deferred fires when none is left."""
-        if not self.protocols:
+        Deferred fires when all are gone (an open one after its onDisconnect)."""
+        left = self.protocols.intersection(protocols)
+        if not left:
             return succeed(None)
-        drained = Deferred()
-        self._drained.append(drained)
-        for protocol in list(self.protocols):
+        done = Deferred()
+        self._closing.append((left, done))
+        for protocol in list(left):
             if protocol.state == protocol.STATE_OPEN:
-                protocol.close_with(1001, b"server shutting down")
+                protocol.close_with(code, reason)
             else:
                 protocol.transport.abortConnection()
-        straggler_cut = clock.callLater(timeout, self._abort_all)
-        drained.addBoth(lambda result: straggler_cut.active() and straggler_cut.cancel())
-        return drained
+        straggler_cut = clock.callLater(timeout, _abort, left)
+        done.addBoth(lambda result: straggler_cut.active() and straggler_cut.cancel())
+        return done
 
-    def _abort_all(self):
-        for protocol in list(self.protocols):
-            protocol.transport.abortConnection()
+    def close_all(self, timeout, clock):
+        """Close every connection with 1001 (see :meth:`close`)."""
+        return self.close(self.protocols, 1001, b"server shutting down", timeout, clock)
+
+
+def _abort(protocols):
+    for protocol in list(protocols):
+        protocol.transport.abortConnection()

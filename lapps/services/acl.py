@@ -6,6 +6,8 @@ The global ACL guards the listening port's factory: for a denied peer
 a byte is read, so no TLS (or any other) work is done for it. The guard
 hands an allowed connection the listener's own protocol, so it costs nothing
 after the accept. Each denial is counted and logged as ``acl.denied``.
+A reload replaces every ACL at once (:meth:`AclService.replace`); the
+connections already made are not judged again.
 """
 
 from collections import Counter
@@ -38,17 +40,30 @@ class AclService(Service):
     name = "acl"
 
     def __init__(self, server_acl, acls=None):
+        self.denied = Counter()
+        self._rules = None
+        self.replace(server_acl, acls)
+
+    def replace(self, server_acl, acls=None):
+        """Judge the connections from now on by these ACLs (the ``server``
+        ``acl`` config object, and service name → its ``acl``); returns
+        whether any decision can differ from before. Denial counts go on."""
         self.server_acl = Acl.from_config(server_acl)
         self.service_acls = {name: Acl.from_config(section)
                              for name, section in (acls or {}).items()}
         self.service_acls = {name: acl for name, acl in self.service_acls.items()
                              if not acl.allows_everyone}
-        self.denied = Counter()
+        rules = {scope: (acl.policy, acl.networks)
+                 for scope, acl in [(GLOBAL, self.server_acl), *self.service_acls.items()]}
+        changed, self._rules = rules != self._rules, rules
+        if changed and self.running:
+            self._log_rules()
+        return changed
 
     def guard(self, factory):
-        """The factory to listen with: ``factory`` itself when the global ACL
-        allows everyone, else a :class:`GuardedFactory` in front of it."""
-        return factory if self.server_acl.allows_everyone else GuardedFactory(self, factory)
+        """The factory to listen with: a :class:`GuardedFactory` in front of
+        ``factory`` (always, since a reload may make the global ACL deny)."""
+        return GuardedFactory(self, factory)
 
     def admits(self, address) -> bool:
         """The global decision for a connecting peer (a Twisted address)."""
@@ -74,6 +89,9 @@ class AclService(Service):
 
     def startService(self):
         super().startService()
+        self._log_rules()
+
+    def _log_rules(self):
         for scope, acl in [(GLOBAL, self.server_acl), *self.service_acls.items()]:
             if not acl.allows_everyone:
                 log.info("{where}: {policy} all except {entries}", lapps_event="acl.rules",
@@ -95,14 +113,15 @@ def _name(scope):
 
 @implementer(IProtocolFactory, ILoggingContext)
 class GuardedFactory:
-    """``factory`` behind the global ACL: a denied peer gets no protocol
-    (Twisted closes its socket); an allowed one gets ``factory``'s."""
+    """``factory`` behind a judge of connecting peers (``judge.admits(address)``:
+    the global ACL, or :mod:`lapps.services.peer_limits`): a refused peer gets
+    no protocol (Twisted closes its socket); an admitted one gets ``factory``'s."""
 
-    def __init__(self, acl, factory):
-        self.acl, self.factory = acl, factory
+    def __init__(self, judge, factory):
+        self.judge, self.factory = judge, factory
 
     def buildProtocol(self, addr):
-        if not self.acl.admits(addr):
+        if not self.judge.admits(addr):
             return None
         return self.factory.buildProtocol(addr)
 

@@ -3,7 +3,9 @@
 Channels and subscriptions may be touched from any thread (standalone
 instances run in their own); frames are written on the reactor thread. A
 message is framed once and written to every subscriber; a subscriber that
-reads slowly only grows its own transport buffer, so it delays no one.
+reads slowly only grows its own transport buffer, so it delays no one, up to
+its service's ``max_outbound_buffer`` (then it is closed 1008, see
+:mod:`lapps.protocols.backpressure`).
 """
 
 import threading
@@ -11,6 +13,9 @@ import threading
 from autobahn.websocket.protocol import PreparedMessage
 from twisted.application.service import Service
 from twisted.python.threadable import isInIOThread
+
+#: Bytes of broadcasts from standalone threads waiting for the reactor, at most.
+MAX_BEHIND = 8 * 1024 * 1024
 
 
 class Broadcasts(Service):
@@ -24,6 +29,7 @@ class Broadcasts(Service):
         self._lock = threading.Lock()
         self._channels = {}
         self._memberships = {}
+        self._behind = 0  # bytes published from threads, not yet on the reactor
 
     def exists(self, channel):
         return channel in self._channels
@@ -64,10 +70,26 @@ class Broadcasts(Service):
                 self._channels[channel].discard(handler)
 
     def publish(self, channel, payload: bytes):
+        """Fan ``payload`` out to the channel's subscribers: True, or
+        ``(False, why)`` when the standalone threads are more than
+        :data:`MAX_BEHIND` bytes ahead of the reactor (a producer faster
+        than the reactor is told, not buffered; see :mod:`lapps.bus`)."""
         if isInIOThread():
             self._deliver(channel, payload)
-        else:
-            self._reactor.callFromThread(self._deliver, channel, payload)
+            return True
+        size = len(payload)
+        with self._lock:
+            if self._behind + size > MAX_BEHIND:
+                return False, b"bcast is behind: %d bytes of broadcasts are still waiting " \
+                              b"for the reactor" % self._behind
+            self._behind += size
+        self._reactor.callFromThread(self._handed_over, channel, payload)
+        return True
+
+    def _handed_over(self, channel, payload):
+        with self._lock:
+            self._behind -= len(payload)
+        self._deliver(channel, payload)
 
     def _deliver(self, channel, payload):
         frame = PreparedMessage(payload, True, False, True)

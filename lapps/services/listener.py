@@ -2,8 +2,9 @@
 accepting, closes every connection (1001) and waits for them to go.
 
 What the port accepts goes, in order, through the global ACL (the ``acl``
-service's guard: a denied peer is closed before a byte is read), then TLS
-when it is on, then the WebSocket factory."""
+service's guard: a denied peer is closed before a byte is read), then the
+per-peer connection limits (closed the same way), then TLS when it is on,
+then the WebSocket factory."""
 
 from twisted.application.service import Service
 from twisted.internet.defer import inlineCallbacks
@@ -15,16 +16,22 @@ log = Logger(namespace="lapps.listener")
 
 class ListenerService(Service):
     """Serves ``factory`` on ``endpoint`` (a TCP endpoint). ``tls`` is the
-    server's TLS options (a context factory), or None for plain ``ws``;
+    server's TLS (a :class:`lapps.tls.ServerTLS`, whose certificate a reload
+    replaces for new connections), or None for plain ``ws``;
     ``acl`` the :class:`lapps.services.acl.AclService` that guards the port,
-    if any. ``listening`` fires with the port."""
+    if any; ``peer_limits`` the :class:`lapps.services.peer_limits.PeerLimits`
+    behind it, if any. ``listening`` fires with the port."""
 
     name = "listener"
     drain_timeout = 5.0
+    #: What TLS connections schedule their write flushes with (None: the reactor).
+    tls_clock = None
 
-    def __init__(self, endpoint, factory, description, clock, tls=None, acl=None):
+    def __init__(self, endpoint, factory, description, clock, tls=None, acl=None,
+                 peer_limits=None):
         self.endpoint, self.factory = endpoint, factory
         self.description, self.clock, self.tls, self.acl = description, clock, tls, acl
+        self.peer_limits = peer_limits
         self.listening = None
         self.port = None
 
@@ -32,7 +39,9 @@ class ListenerService(Service):
         super().startService()
         accepting = self.factory
         if self.tls is not None:
-            accepting = TLSMemoryBIOFactory(self.tls, False, accepting)
+            accepting = TLSMemoryBIOFactory(self.tls, False, accepting, clock=self.tls_clock)
+        if self.peer_limits is not None:
+            accepting = self.peer_limits.guard(accepting)
         if self.acl is not None:
             accepting = self.acl.guard(accepting)
         self.listening = self.endpoint.listen(accepting)

@@ -16,6 +16,7 @@ woken waiter that will not take (it is stopping) passes the wake-up on.
 import collections
 import threading
 
+import cbor2
 from twisted.application.service import Service
 from twisted.logger import Logger
 
@@ -23,6 +24,58 @@ log = Logger(namespace="lapps.mqr")
 
 #: The default of the server key ``mqr.max_queue``.
 DEFAULT_MAX_QUEUE = 10000
+
+#: What a queue operation returns when its answer comes later, through the
+#: ``done`` callable it was given (on the reactor thread). The local queues
+#: always answer at once; the Redis bus (:mod:`lapps.bus.redis_mqr`) may not.
+PENDING = object()
+#: What a queue's ``take(done)`` calls ``done`` with once it has fetched what
+#: is queued (then a plain ``take()`` takes from that).
+FETCHED = object()
+
+_QUEUE_FULL = (False, b"queue full")
+
+
+class Json:
+    """A queued JSON value (Python form), to be rebuilt as nljson by the
+    receiver, and the size of its CBOR form."""
+
+    __slots__ = ("value", "size")
+
+    def __init__(self, value, size):
+        self.value, self.size = value, size
+
+
+def encode(entry) -> bytes:
+    """An entry as bytes, for a bus that carries bytes (Redis): a type tag
+    and the value, so that it comes back as the same Python type."""
+    kind = type(entry)
+    if kind is bytes:
+        return b"s" + entry
+    if kind is Json:
+        return b"j" + cbor2.dumps(entry.value)
+    if kind is bool:
+        return b"t" if entry else b"f"
+    return (b"i%d" % entry) if kind is int else b"d" + repr(entry).encode()
+
+
+def decode(data: bytes):
+    """The entry :func:`encode` made (ValueError if ``data`` is not one)."""
+    tag, body = data[:1], data[1:]
+    if tag == b"s":
+        return body
+    if tag == b"j":
+        try:
+            return Json(cbor2.loads(body), len(body))
+        except cbor2.CBORDecodeError as e:
+            raise ValueError(f"bad CBOR: {e}") from None
+    if tag in (b"t", b"f"):
+        return tag == b"t"
+    if tag == b"i":
+        return int(body)
+    if tag == b"d":
+        return float(body)
+    raise ValueError(f"unknown entry tag {tag!r}")
 
 
 class Queue:
@@ -39,12 +92,12 @@ class Queue:
     def __len__(self):
         return len(self._items)
 
-    def post(self, entry):
-        """Append ``entry`` (never None) and wake one waiter: True, or False
-        when the queue is full."""
+    def post(self, entry, done=None):
+        """Append ``entry`` (never None) and wake one waiter: True, or
+        ``(False, b"queue full")``. (Never PENDING, so ``done`` is unused.)"""
         with self._lock:
             if len(self._items) >= self.limit:
-                return False
+                return _QUEUE_FULL
             self._items.append(entry)
             if not self._waiters:
                 return True
@@ -53,8 +106,8 @@ class Queue:
         waiter.wake()
         return True
 
-    def take(self):
-        """The oldest entry, or None; never waits."""
+    def take(self, done=None):
+        """The oldest entry, or None; never waits (nor uses ``done``)."""
         with self._lock:
             return self._items.popleft() if self._items else None
 

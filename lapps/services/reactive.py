@@ -9,9 +9,10 @@ round-robin, at handshake time.
 """
 
 import collections
+import gc
 import itertools
 
-from lupa.luajit21 import lua_type
+from lupa.luajit21 import LuaError, lua_type
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
@@ -30,6 +31,18 @@ _DONE_TRUE = (True, b"done", True, True)
 
 #: Memory kept free in an instance beyond a message's own size.
 _MEMORY_MARGIN = 1024 * 1024
+
+#: What a callback's xpcall returns when the runtime hit ``max_memory``
+#: (LuaJIT calls no error handler for it). After onMessage or onDisconnect
+#: the runtime is rebuilt: the memory may be held by state it keeps.
+_OUT_OF_MEMORY = b"not enough memory"
+_REBUILT_AFTER = (ON_MESSAGE, ON_DISCONNECT)
+
+
+def _retired(*event):
+    """The step of an instance whose runtime could not be rebuilt: it is out
+    of rotation, its connections are closed, and what they still post is dropped."""
+    return _DONE_TRUE
 
 #: The blocking calls a reactive instance makes by suspending its coroutine.
 _SUSPENDING = b"""
@@ -55,19 +68,15 @@ class Instance:
         config, parts = service.config, service.parts
         self.service, self.index, self.clock = service, index, parts.reactor
         self.max_memory = config.max_memory
-        self.runtime = lua.new_runtime(config.max_memory, parts.lua_path)
-        self._step, suspend, bind = lua.dispatcher(self.runtime)
-        sleep, wait = self.runtime.execute(_SUSPENDING, suspend)
-        context = modules.Context(self.runtime, parts, standalone=False,
-                                  protocol=config.protocol, block=sleep, wait=wait,
-                                  settings=config.settings, peer=self._peer)
-        modules.install(context, config.preload)
-        self.nljson, self._pending = context.nljson, context.pending
-        bind(lua.load_module(self.runtime, config.name, CALLBACKS))
+        self.generation = 0       # how many times its runtime was rebuilt
+        self._build()
         self.healthy = False
         self.busy = False
         self.stopping = False
         self._queue = collections.deque()
+        self.max_queue = config.max_instance_queue
+        self._muted = {}          # handler -> connection whose reading is paused
+        self._queue_peak = 0      # the longest the queue got while over max_queue
         self._current = None      # (callback, connection, handler) running now
         self._sleep = None        # the DelayedCall ending a nap
         self._waiting = None      # the Deferred a "wait" suspension resumes on
@@ -78,7 +87,7 @@ class Instance:
     def post(self, callback, connection, handler, *args):
         """Run ``callback(handler, *args)`` now, or after the events before it."""
         if self.busy:
-            self._queue.append((callback, connection, handler, args))
+            self._enqueue((callback, connection, handler, args), connection)
             return
         self._current = (callback, connection, handler)
         outcome = self._step(callback, handler, *args)
@@ -91,7 +100,7 @@ class Instance:
         """Send a reply prepared in Python after the events queued before it,
         so that responses on the command channel keep the order of requests."""
         if self.busy:
-            self._queue.append((None, connection, None, (payload,)))
+            self._enqueue((None, connection, None, (payload,)), connection)
         else:
             connection.send_raw(2, payload)
 
@@ -120,7 +129,53 @@ class Instance:
             self.post(ON_MESSAGE, connection, connection.handler, msg_type, message)
 
     def disconnect(self, handler):
+        self._muted.pop(handler, None)
         self.post(ON_DISCONNECT, None, handler)
+
+    def _enqueue(self, event, connection):
+        """Queue an event while the instance is suspended. Past
+        ``max_instance_queue`` events, reading from the connection that
+        sent it stops (its client's TCP window then holds what it sends)
+        until the queue is down to half; the rest of the data already read
+        still comes in, so the queue overshoots by at most that."""
+        queue = self._queue
+        queue.append(event)
+        if len(queue) > self.max_queue:
+            self._queue_peak = max(self._queue_peak, len(queue))
+            if connection is not None and connection.handler not in self._muted:
+                self._muted[connection.handler] = connection
+                connection.transport.pauseProducing()
+                log.info("service {service} instance {instance} has {queued} events queued "
+                         "(max_instance_queue {limit}): reading from {peer} (handler {handler}) "
+                         "paused", lapps_event="instance.queue_full", service=self.service.name,
+                         instance=self.index, queued=len(queue), limit=self.max_queue,
+                         peer=connection.peer, handler=connection.handler)
+
+    def _unmute(self):
+        muted, self._muted = self._muted, {}
+        for connection in muted.values():
+            connection.transport.resumeProducing()
+        log.info("service {service} instance {instance} queue down to {queued} events (at most "
+                 "{peak}): reading from {count} connections resumed",
+                 lapps_event="instance.queue_drained", service=self.service.name,
+                 instance=self.index, queued=len(self._queue), peak=self._queue_peak,
+                 count=len(muted), handlers=sorted(muted))
+        self._queue_peak = 0
+
+    def _build(self):
+        """A fresh runtime with the service module loaded in it: the
+        instance's Lua state, at start and at each rebuild."""
+        config, parts = self.service.config, self.service.parts
+        runtime = lua.new_runtime(config.max_memory, parts.lua_path)
+        step, suspend, bind = lua.dispatcher(runtime, config.handler_timeout)
+        sleep, wait = runtime.execute(_SUSPENDING, suspend)
+        context = modules.Context(runtime, parts, standalone=False,
+                                  protocol=config.protocol, block=sleep, wait=wait,
+                                  settings=config.settings, peer=self._peer)
+        modules.install(context, config.preload)
+        bind(lua.load_module(runtime, config.name, CALLBACKS, jit=False))  # for the hook
+        self.runtime, self._step = runtime, step
+        self.nljson, self._pending = context.nljson, context.pending
 
     def _peer(self):
         """The peer of the connection whose event runs now (pam_auth's rate
@@ -155,6 +210,8 @@ class Instance:
     def _drain(self):
         while self._queue and not self.busy:
             callback, connection, handler, args = self._queue.popleft()
+            if self._muted and len(self._queue) <= self.max_queue // 2:
+                self._unmute()
             if callback is None:
                 connection.send_raw(2, args[0])
                 continue
@@ -189,16 +246,19 @@ class Instance:
                 return  # e.g. its ws:send failed because the client is gone: nothing to report
             ok, value = False, f"onMessage returned {_lua_shown(value)} instead of true".encode()
         if not ok:
-            self._report(callback.decode(), value, handler)
+            self._report(callback.decode(), value, handler, timed_out=outcome[1] == b"timeout")
             if callback == ON_MESSAGE:
                 connection.close_with(1011, b"service error")
+            if value == _OUT_OF_MEMORY and callback in _REBUILT_AFTER and not self.stopping:
+                self._rebuild("its Lua runtime ran out of memory")
         if callback == ON_START:
             self.healthy = ok
-            self.service.instance_started()
+            if self.generation == 0:
+                self.service.instance_started()
             if ok:
                 log.info("service {service} instance {instance} started",
                          lapps_event="instance.start", service=self.service.name,
-                         instance=self.index)
+                         instance=self.index, generation=self.generation)
         elif callback == ON_SHUTDOWN:
             self._shutdown.callback(None)
 
@@ -215,20 +275,76 @@ class Instance:
             self._drain()
 
     def _dispatcher_died(self, error):
-        """Cannot happen short of a LuaJIT fault; if it does, the instance
-        leaves rotation and closes its connections rather than hang them."""
-        self.healthy = False
+        """Cannot happen short of a LuaJIT fault or memory running out
+        outside a callback. After an event of a connection the runtime is
+        rebuilt; in onStart (which a rebuild would run again) or during
+        stop, the instance leaves rotation and closes its connections."""
         self._report("dispatcher", error)
+        if self._current[0] in _REBUILT_AFTER and not self.stopping:
+            self._rebuild("its dispatcher coroutine died")
+            return
+        self.healthy = False
         self._queue.clear()
-        for connection in list(self.service.parts.connections.values()):
-            if connection.instance is self:
-                connection.close_with(1011, b"service error")
+        for connection in self._connections():
+            connection.close_with(1011, b"service error")
         if self._shutdown is not None and not self._shutdown.called:
             self._shutdown.callback(None)
 
-    def _report(self, callback, traceback, handler=None):
+    def _connections(self):
+        return [c for c in self.service.parts.connections.values() if c.instance is self]
+
+    def _rebuild(self, why):
+        """Replace a runtime that cannot go on by a fresh one (module loaded
+        again, ``onStart`` run again), and go on serving.
+
+        The Lua state of the connections bound to the old runtime is gone
+        with it, so they are closed, like the connections of a crashed nginx
+        worker, with 1012 (Service Restart): they did nothing wrong, and a
+        reconnect gets the new runtime (the connection whose event failed
+        was closed with 1011 already). Their queued messages die with the
+        old state; each still gets its one ``onDisconnect``, in the new
+        runtime after its ``onStart`` (a service already meets handlers it
+        never saw there: a client may leave before its first message).
+        """
+        victims = self._connections()
+        log.error("service {service} instance {instance}: {why}; rebuilding it, and closing "
+                  "with 1012 the other connections bound to it ({count})",
+                  lapps_event="instance.rebuild",
+                  service=self.service.name, instance=self.index, why=why,
+                  count=sum(1 for c in victims if c.state == c.STATE_OPEN),
+                  generation=self.generation + 1)
+        self.healthy = False
+        kept = [event for event in self._queue if event[0] in (ON_DISCONNECT, ON_SHUTDOWN)]
+        self._queue.clear()
+        self._queue.extend(kept)
+        try:
+            self._build()
+        except (lua.LuaStartError, LuaError) as e:
+            log.error("service {service} instance {instance} could not be rebuilt and leaves "
+                      "rotation: {error}", lapps_event="instance.rebuild_failed",
+                      service=self.service.name, instance=self.index, error=str(e))
+            self._step = _retired
+        else:
+            self.generation += 1
+            self._queue.appendleft((ON_START, None, None, ()))
+            # the old runtime and the Python callables it was given hold each
+            # other: free its heap once the calls on the stack (which may hold
+            # its values) have returned, not at the next full collection, so
+            # that a run of rebuilds cannot hold several max_memory at once
+            self.clock.callLater(0, gc.collect)
+        for connection in victims:
+            connection.close_with(1012, b"service restarted")
+
+    def _report(self, callback, traceback, handler=None, timed_out=False):
         if isinstance(traceback, bytes):
             traceback = traceback.decode("utf-8", "replace")
+        if timed_out:
+            log.error("{service}[{instance}].{callback} (handler {handler}) stopped after "
+                      "handler_timeout ({timeout} s):\n{traceback}", lapps_event="lua.timeout",
+                      service=self.service.name, instance=self.index, callback=callback,
+                      handler=handler, timeout=self.service.config.handler_timeout,
+                      traceback=traceback)
+            return
         log.error("Lua error in {service}[{instance}].{callback} (handler {handler}):\n{traceback}",
                   lapps_event="lua.error", service=self.service.name, instance=self.index,
                   callback=callback, handler=handler, traceback=traceback)

@@ -3,16 +3,20 @@ each with its own Lua runtime, until ``must_stop()`` turns true.
 
 They reach the reactor only through ``callFromThread`` (``bcast`` sends, log
 events). At stop, ``must_stop()`` turns true, sleeps end early, and the
-threads are joined with a timeout; one that does not stop is reported by name.
+service waits up to ``stop_timeout`` for the threads to end; one that does
+not is reported by name and left behind: instance threads are daemon
+threads, so a thread stuck in Lua (a compiled loop cannot be interrupted)
+never keeps the process alive. The wait is no thread of its own, so it
+never holds up the reactor's thread pool at exit either.
 """
 
 import secrets
 import threading
-import time
 
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
+from lapps.deadline import within
 from lapps.lua import modules, runtime as lua
 from lapps.services.lua_service import LuaService
 
@@ -46,6 +50,7 @@ class StandaloneInstance:
         self._run = lua.protected(runtime, module, "run")
         self.thread = threading.Thread(target=self._main, name=f"{config.name}[{index}]",
                                        daemon=True)
+        self.finished = Deferred()  # fires on the reactor once the thread has ended
 
     def _log(self, level, text, **fields):
         self.service.reactor.callFromThread(
@@ -53,6 +58,12 @@ class StandaloneInstance:
             instance_id=self.instance_id, **fields)
 
     def _main(self):
+        try:
+            self._init_and_run()
+        finally:
+            self.service.reactor.callFromThread(self.finished.callback, None)
+
+    def _init_and_run(self):
         self._log("info", "service {service} instance {instance} started",
                   lapps_event="instance.start")
         for callback, call in (("init", self._init), ("run", self._run)):
@@ -88,19 +99,18 @@ class StandaloneService(LuaService):
             instance.stopping.set()
             for hook in instance.stop_hooks:
                 hook()
-        joining = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._join,
-                                    self.config.stop_timeout)
-        return joining.addCallback(self._report_stragglers)
+        ended = DeferredList([i.finished for i in self.instances if i.thread.ident is not None])
+        return within(ended, self.config.stop_timeout, self.reactor).addCallback(
+            self._report_stragglers)
 
-    def _join(self, timeout):
-        deadline = time.monotonic() + timeout
-        started = [i.thread for i in self.instances if i.thread.ident is not None]
-        for thread in started:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return [thread.name for thread in started if thread.is_alive()]
+    def stuck_threads(self):
+        """The names of this service's instance threads still running."""
+        return [i.thread.name for i in self.instances if i.thread.is_alive()]
 
-    def _report_stragglers(self, names):
-        for name in names:
+    def _report_stragglers(self, in_time):
+        if in_time:
+            return
+        for name in self.stuck_threads():
             log.error("standalone instance {thread} did not stop within {timeout} s",
                       lapps_event="instance.stuck", thread=name, service=self.name,
                       timeout=self.config.stop_timeout)

@@ -41,7 +41,7 @@ function probe.onMessage(handler, opcode, message)
     local found = {}
     local loaded = pcall(require, "python")
     found[#found + 1] = "require=" .. tostring(loaded)
-    for k, v in pairs(debug.getregistry()) do
+    for k, v in pairs(debug.getregistry and debug.getregistry() or {}) do  -- sealed away
       if type(v) == "table" and (v.as_itemgetter or v.eval or k == "python") then
         found[#found + 1] = "registry:" .. tostring(k)
       end

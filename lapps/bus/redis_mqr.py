@@ -1,0 +1,456 @@
+"""mqr over Redis: named queues shared by every process connected to the
+same Redis and prefix, with competing receivers, each entry to exactly one.
+
+A queue is a Redis stream read through one consumer group; each process is
+one consumer (``bus.consumer``). The operations keep the local queue's
+interface (:class:`lapps.services.mqr.Queue`), so the Lua module does not
+know which bus runs:
+
+* ``post`` runs a script that refuses the entry when the stream holds
+  ``max_queue`` entries ("queue full") and otherwise adds it; the answer
+  comes back with the script's reply (PENDING, then ``done``). True means
+  the entry is in Redis.
+* A receiver that finds nothing buffered registers as a waiter; a dedicated
+  connection per queue then blocks in XREADGROUP while this process has
+  waiters, and what it reads (up to :data:`PREFETCH` entries) is buffered
+  here and handed out, oldest first. ``try_recv`` reads without blocking.
+* An entry is acknowledged (XACK, and XDEL so the stream length counts only
+  what is unfinished) once its receiver is done with it: a standalone
+  thread when it next asks the same queue (or at stop), a reactive
+  instance at the end of the reactor turn that received it (its callback
+  returned or suspended). A process that dies leaves its unacknowledged
+  entries pending under its consumer name.
+* Every process renews a presence key (``alive:CONSUMER``, expiring after
+  ``consumer_timeout``) and, for the queues it receives from, looks for
+  consumers whose presence expired and that have been idle as long: it
+  claims their pending entries (XCLAIM) and deletes them from the group.
+  So nothing taken by a dead process is lost; an entry its receiver had
+  already been given but not finished with is delivered again (at least
+  once). Entries of a live process are never claimed, however slow it is.
+
+While the bus is unavailable every call returns at once with the bus's
+problem; waiting receivers are woken to get it.
+"""
+
+import collections
+import threading
+
+from twisted.application.service import Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.threadable import isInIOThread
+
+from lapps.bus.link import Link
+from lapps.bus.redis_bus import failure_text
+from lapps.services import mqr as local
+
+log = Logger(namespace="lapps.mqr")
+
+GROUP = b"lapps"
+#: How many entries one read asks for, at most (and at least twice the
+#: waiting receivers): what a process may hold that others cannot have.
+PREFETCH = 32
+#: How long one blocking read waits, in ms, before it is made again.
+_BLOCK_MS = 1000
+#: Entry ids per XACK/XDEL/XCLAIM call.
+_BATCH = 1000
+
+_POST = b"""
+local length = redis.call('XLEN', KEYS[1])
+if length >= tonumber(ARGV[1]) then return 0 end
+if length == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'lapps', '0', 'MKSTREAM')
+end
+redis.call('XADD', KEYS[1], '*', 'v', ARGV[2])
+return 1
+"""
+
+_ACK = b"""
+redis.call('XACK', KEYS[1], 'lapps', unpack(ARGV))
+return redis.call('XDEL', KEYS[1], unpack(ARGV))
+"""
+
+_QUEUE_FULL = (False, b"queue full")
+_UNAVAILABLE = object()
+
+
+def _is_missing_group(failure):
+    return "NOGROUP" in str(failure.value)
+
+
+class RedisQueue:
+    """One named queue, as this process sees it."""
+
+    def __init__(self, queues, name):
+        self.queues, self.bus, self.name = queues, queues.bus, name
+        self.key = queues.bus.key(b"mqr:", name)
+        self.consuming = False            # a receiver here has asked: reclaim for it
+        self._lock = threading.Lock()
+        self._buffer = collections.deque()   # (id, entry) read for this process
+        self._waiters = collections.deque()
+        self._held = {}                   # thread id -> ids it took, acknowledged at its next take
+        self._acks = []                   # ids to acknowledge
+        self._flushing = False            # a flush of _acks is scheduled or running
+        self._reader = None               # the blocking connection, made at the first wait
+        self._reading = False
+
+    def __len__(self):
+        return len(self._buffer)
+
+    # Posting.
+
+    def post(self, entry, done):
+        bus = self.bus
+        if not bus.available:
+            return False, bus.problem()
+        bus.call(self._post, local.encode(entry), done)
+        return local.PENDING
+
+    def _post(self, data, done):
+        protocol = self.bus.command.protocol
+        if protocol is None:  # lost since post() looked; answer later, as from Redis
+            self.bus.reactor.callLater(0, done, (False, self.bus.problem()))
+            return
+        d = protocol.eval(_POST, [self.key], [self.queues.max_queue, data])
+        d.addCallbacks(lambda added: done(True if added else _QUEUE_FULL),
+                       lambda failure: done((False, self._failed(failure))))
+
+    def _failed(self, failure):
+        return b"the bus failed: " + failure_text(failure).encode()
+
+    # Receiving.
+
+    def take(self, done=None):
+        """A buffered entry, or None; with ``done``, when none is buffered:
+        PENDING, and ``done(FETCHED)`` once what Redis has queued is
+        buffered (or ``done((None, why))``)."""
+        entry = self._take_buffered()
+        if entry is not None or done is None:
+            return entry
+        if not self.bus.available:
+            return None, self.bus.problem()
+        self.bus.call(self._fetch_now, done)
+        return local.PENDING
+
+    def take_or_wait(self, waiter):
+        entry = self._take_buffered(waiter)
+        if entry is _UNAVAILABLE:
+            return None, self.bus.problem()
+        if entry is None:
+            self.bus.call(self._read)
+        return entry
+
+    def forget(self, waiter):
+        with self._lock:
+            if waiter.registered:
+                waiter.registered = False
+                self._waiters.remove(waiter)
+
+    def pass_on(self):
+        with self._lock:
+            if not (self._buffer and self._waiters):
+                return
+            waiter = self._waiters.popleft()
+            waiter.registered = False
+        waiter.wake()
+
+    def _take_buffered(self, waiter=None):
+        """The oldest buffered entry (held for its receiver), or None after
+        registering ``waiter``, or _UNAVAILABLE instead while the bus is (the
+        bus going down wakes the waiters: none may register after that).
+        First, what this thread took before is done."""
+        self.consuming = True
+        on_reactor = isInIOThread()
+        thread = None if on_reactor else threading.get_ident()
+        with self._lock:
+            done_with = self._held.pop(thread, None)
+            if self._buffer:
+                entry_id, entry = self._buffer.popleft()
+                if on_reactor:
+                    self._acks.append(entry_id)
+                else:
+                    self._held[thread] = [entry_id]
+            else:
+                entry_id = entry = None
+                if waiter is not None and not self.bus.available:
+                    entry = _UNAVAILABLE
+                elif waiter is not None and not waiter.registered:
+                    waiter.registered = True
+                    self._waiters.append(waiter)
+            if done_with:
+                self._acks.extend(done_with)
+            flush = bool(done_with or on_reactor and entry_id) and not self._flushing
+            if flush:
+                self._flushing = True
+        if flush:  # on the reactor: the next turn, after the receiving callback
+            if on_reactor:
+                self.bus.reactor.callLater(0, self._flush)
+            else:
+                self.bus.reactor.callFromThread(self._flush)
+        return entry
+
+    def release_all(self):
+        """At stop: what every thread took is done."""
+        with self._lock:
+            for ids in self._held.values():
+                self._acks.extend(ids)
+            self._held.clear()
+        return self._flush()
+
+    def _flush(self):
+        """Acknowledge what receivers are done with (on the reactor)."""
+        with self._lock:
+            ids, self._acks = self._acks, []
+            self._flushing = False
+        protocol = self.bus.command.protocol
+        if not ids:
+            return None
+        if protocol is None:  # again when the bus is back
+            self._requeue_acks(ids)
+            return None
+        batches = [protocol.eval(_ACK, [self.key], ids[i:i + _BATCH])
+                   for i in range(0, len(ids), _BATCH)]
+        for batch, d in zip(range(0, len(ids), _BATCH), batches):
+            d.addErrback(lambda _, part=ids[batch:batch + _BATCH]: self._requeue_acks(part))
+        return batches[-1]
+
+    def _requeue_acks(self, ids):
+        with self._lock:
+            self._acks[:0] = ids
+
+    def _arrived(self, entries, first=False):
+        """Buffer entries read (or claimed: ``first``) from Redis and wake a
+        waiter for each."""
+        decoded, bad = [], []
+        for entry_id, fields in entries:
+            if fields is None:  # deleted since (a claimed entry already acknowledged)
+                continue
+            try:
+                decoded.append((entry_id, local.decode(dict(zip(fields[::2], fields[1::2]))[b"v"])))
+            except (ValueError, KeyError) as e:
+                log.error("mqr queue {queue}: entry {id} is not one lapps wrote ({reason}); "
+                          "dropped", lapps_event="mqr.bad_entry", queue=self._shown(),
+                          id=entry_id.decode(), reason=str(e))
+                bad.append(entry_id)
+        with self._lock:
+            self._acks.extend(bad)
+            if first:
+                self._buffer.extendleft(reversed(decoded))
+            else:
+                self._buffer.extend(decoded)
+            woken = []
+            while self._waiters and len(woken) < len(self._buffer):
+                waiter = self._waiters.popleft()
+                waiter.registered = False
+                woken.append(waiter)
+        for waiter in woken:
+            waiter.wake()
+
+    def _shown(self):
+        return self.name.decode("utf-8", "replace")
+
+    def _read_command(self, count, block=None):
+        command = [b"XREADGROUP", b"GROUP", GROUP, self.bus.consumer, b"COUNT", count]
+        if block is not None:
+            command += [b"BLOCK", block]
+        return command + [b"STREAMS", self.key, b">"]
+
+    def _fetch_now(self, done):
+        """try_recv found nothing buffered: read what Redis has, at once."""
+        protocol = self.bus.command.protocol
+        if protocol is None:  # lost since take() looked; answer later, as from Redis
+            self.bus.reactor.callLater(0, done, (None, self.bus.problem()))
+            return
+        d = self._with_group(protocol, self._read_command(PREFETCH))
+        d.addCallbacks(self._fetched, lambda failure: (None, self._failed(failure)))
+        d.addCallback(done)
+
+    def _fetched(self, reply):
+        if reply:
+            self._arrived(reply[0][1])
+        return local.FETCHED
+
+    @inlineCallbacks
+    def _with_group(self, protocol, command):
+        """Run a group command; if the group is missing (a new queue, or a
+        Redis that lost its data), create it and run the command again."""
+        try:
+            reply = yield protocol.execute_command(*command)
+        except Exception:
+            ok = yield self.ensure_group(protocol)
+            if not ok:
+                raise
+            reply = yield protocol.execute_command(*command)
+        return reply
+
+    @inlineCallbacks
+    def ensure_group(self, protocol):
+        """Whether the group exists now (creating it, and the stream)."""
+        try:
+            yield protocol.execute_command(b"XGROUP", b"CREATE", self.key, GROUP, b"0",
+                                           b"MKSTREAM")
+        except Exception as e:
+            return "BUSYGROUP" in str(e)
+        return True
+
+    def _read(self):
+        """While receivers here wait, keep one blocking read going."""
+        if self._reading or not self._waiters or not self.bus.available:
+            return
+        if self._reader is None:
+            self._reader = Link(f"mqr {self._shown()}", self.bus.address, self.bus.reactor,
+                                on_up=lambda _: self._read())
+            self._reader.start()
+        protocol = self._reader.protocol
+        if protocol is None:
+            return  # its on_up reads
+        self._reading = True
+        count = min(PREFETCH, max(8, 2 * len(self._waiters)))
+        d = self._with_group(protocol, self._read_command(count, _BLOCK_MS))
+        d.addCallbacks(self._read_done, self._read_failed)
+
+    def _read_done(self, reply):
+        self._reading = False
+        if reply:
+            self._arrived(reply[0][1])
+        self._read()
+
+    def _read_failed(self, failure):
+        self._reading = False
+        if self._reader is not None and self._reader.protocol is not None:
+            log.error("mqr queue {queue}: reading from Redis failed: {reason}",
+                      lapps_event="mqr.read_failed", queue=self._shown(),
+                      reason=failure_text(failure))
+            self.bus.reactor.callLater(1, self._read)
+        # else the link is down: it reads again when it is back up
+
+    def bus_down(self):
+        """Wake every waiter: it finds the bus unavailable and says so."""
+        with self._lock:
+            woken, self._waiters = list(self._waiters), collections.deque()
+            for waiter in woken:
+                waiter.registered = False
+        for waiter in woken:
+            waiter.wake()
+
+    @inlineCallbacks
+    def reclaim(self, protocol):
+        """Claim the pending entries of dead consumers (see the module docstring)."""
+        try:
+            consumers = yield protocol.execute_command(b"XINFO", b"CONSUMERS", self.key, GROUP)
+        except Exception as e:
+            if "NOGROUP" in str(e) or "no such key" in str(e):
+                return
+            raise
+        timeout_ms = int(self.bus.consumer_timeout * 1000)
+        for fields in consumers:
+            info = dict(zip(fields[::2], fields[1::2]))
+            name = info[b"name"]
+            if name == self.bus.consumer or info[b"idle"] < timeout_ms:
+                continue
+            if (yield protocol.execute_command(b"EXISTS", self.bus.key(b"alive:", name))):
+                continue
+            claimed = 0
+            if info[b"pending"]:
+                pending = yield protocol.execute_command(b"XPENDING", self.key, GROUP, b"-", b"+",
+                                                         _BATCH, name)
+                ids = [p[0] for p in pending]
+                entries = yield protocol.execute_command(b"XCLAIM", self.key, GROUP,
+                                                         self.bus.consumer, 0, *ids)
+                claimed = len(entries)
+                self._arrived(entries, first=True)
+                if len(ids) == _BATCH:
+                    continue  # the rest next time, before the consumer is deleted
+            yield protocol.execute_command(b"XGROUP", b"DELCONSUMER", self.key, GROUP, name)
+            log.info("mqr queue {queue}: took {count} entries of the dead consumer {consumer}",
+                     lapps_event="mqr.reclaimed", queue=self._shown(), count=claimed,
+                     consumer=name.decode("utf-8", "replace"))
+
+    def close(self):
+        if self._reader is not None:
+            return self._reader.stop()
+        return None
+
+
+class RedisQueues(Service):
+    """The named queues on the Redis bus (the ``mqr`` service of the tree,
+    with the interface of :class:`lapps.services.mqr.MessageQueues`)."""
+
+    name = "mqr"
+
+    def __init__(self, bus, max_queue):
+        self.bus, self.max_queue = bus, max_queue
+        self._lock = threading.Lock()
+        self._queues = {}
+        self._alive = bus.key(b"alive:", bus.consumer)
+        self._patrol = LoopingCall(self._check)
+        self._patrol.clock = bus.reactor
+        bus.sync_hooks.append(self._sync)
+        bus.down_hooks.append(self._down)
+
+    def queue(self, name: bytes) -> RedisQueue:
+        queue = self._queues.get(name)
+        if queue is None:
+            with self._lock:
+                queue = self._queues.setdefault(name, RedisQueue(self, name))
+        return queue
+
+    def _ttl(self):
+        return int(self.bus.consumer_timeout * 1000)
+
+    def _sync(self, protocol):
+        """The bus is (back) up: be present, send the acknowledgements that
+        waited, resume the reads, and patrol."""
+        d = protocol.execute_command(b"SET", self._alive, b"1", b"PX", self._ttl())
+        for queue in list(self._queues.values()):
+            queue._flush()
+            self.bus.reactor.callLater(0, queue._read)
+        if not self._patrol.running:
+            self._patrol.start(self.bus.consumer_timeout / 4, now=False)
+        return d
+
+    def _down(self):
+        for queue in list(self._queues.values()):
+            queue.bus_down()
+
+    @inlineCallbacks
+    def _check(self):
+        protocol = self.bus.command.protocol
+        if protocol is None or not self.bus.available:
+            return
+        try:
+            yield protocol.execute_command(b"SET", self._alive, b"1", b"PX", self._ttl())
+            for queue in list(self._queues.values()):
+                if queue.consuming:
+                    yield queue.reclaim(protocol)
+        except Exception as e:
+            log.warn("mqr: checking for dead consumers failed: {reason}",
+                     lapps_event="mqr.patrol_failed", reason=str(e) or type(e).__name__)
+
+    @inlineCallbacks
+    def stopService(self):
+        """After the Lua services stopped: acknowledge what they took, leave
+        (what is still buffered here goes to other processes once this one
+        counts as dead), and close the readers."""
+        super().stopService()
+        if self._patrol.running:
+            self._patrol.stop()
+        queues = list(self._queues.values())
+        protocol = self.bus.command.protocol
+        for queue in queues:
+            try:
+                yield queue.release_all()
+            except Exception:
+                pass  # logged below as what is left
+            if len(queue):
+                log.info("mqr queue {queue}: {count} entries read by this process go back to "
+                         "the other receivers", lapps_event="mqr.released",
+                         queue=queue._shown(), count=len(queue))
+        if protocol is not None:
+            try:
+                yield protocol.execute_command(b"DEL", self._alive)
+            except Exception:
+                pass  # the key expires anyway
+        for queue in queues:
+            yield queue.close()

@@ -1,0 +1,341 @@
+"""The fast path: the common WebSocket frame in and out without Autobahn's
+chain of callbacks, and writes that go out at once.
+
+Autobahn runs every frame through ``processData`` → ``onFrameBegin`` →
+``onFrameData`` → ``onFrameEnd`` → ``onMessageBegin`` ... ``onMessageEnd``,
+builds a masker object per frame, fires a txaio event (a Deferred) per
+message, and formats debug-log arguments (``hltype``/``hlval``: inspect and
+click) on every read and every write even with debug logging off; Twisted
+then writes on the reactor's next turn (an epoll registration and a wake-up
+per message). Measured, that was most of the CPU a small echo cost.
+
+:class:`FastPath`, mixed into the server protocol, takes over only the
+common case and gives every other byte to Autobahn unchanged:
+
+- **In** (``dataReceived``): while Autobahn stands between frames (state
+  OPEN, no frame or fragmented message begun), each *complete* frame at the
+  front of the data that is a final text or binary frame (``FIN`` set, no
+  RSV bit, opcode 1 or 2), masked, with its length in minimal encoding and
+  within ``maxFramePayloadSize`` and ``maxMessagePayloadSize``, and (text)
+  valid UTF-8 as a whole, is unmasked and handed to ``onMessage``, with the
+  traffic counters and the keepalive bookkeeping Autobahn keeps for it. At
+  the first frame that is anything else (a control frame, a fragment, RSV,
+  unmasked, oversize, bad UTF-8, or not complete yet) the rest goes to
+  Autobahn's own ``consumeData``, which reads it exactly as it would have
+  read it all along: same messages, same close codes, same fail-fast on a
+  partial frame; Autobahn then finishes that frame or message before the
+  fast path looks again. Once the connection is closing, or a message
+  handler has begun to close it, everything is Autobahn's.
+- **Out** (``sendMessage``): a message sent whole (no fragment size, not
+  ``sync``, nothing in Autobahn's own send queue, within ``autoFragmentSize``
+  and ``maxMessagePayloadSize``) is framed here, as an unmasked server frame,
+  and written by :meth:`FastPath._write`. The writes Autobahn makes itself
+  (control frames, other messages, bcast's prepared frames) reach
+  ``sendData``, which writes them the same way without Autobahn's debug-log
+  formatting. ``_write`` is the one way out: it does the outbound accounting
+  of :class:`lapps.protocols.backpressure.OutboundCap` as that class asks of
+  writers that bypass its ``sendData``, so backpressure counts every byte.
+- **Writes** (:class:`EagerServer`, the listening port's TCP transport):
+  while nothing is queued, ``write`` sends at once; what the socket does not
+  take is queued by Twisted as before, so its buffering and the streaming
+  producer's pause and resume are unchanged when the socket is full. TLS
+  (``TLSMemoryBIOProtocol``, unchanged) writes its records to that
+  transport. It gathers a connection's small writes into one record flushed
+  on the next turn, which measured cheaper than a record per write; its
+  flushes of one turn are made from a single reactor call
+  (:class:`CoalescingClock`).
+
+What the frame path relies on, checked when the connection opens
+(``_onOpen``), else the connection stays on Autobahn's path: the server
+switch ``fast_path`` (``factory.fast_path``; off, every connection is
+Autobahn's and Twisted's alone); RFC 6455 framing (not Hixie-76); no
+extension in use (a ``permessage_deflate`` connection stays on Autobahn's
+path); unmasking on, server frames unmasked; no frame, octet or timing
+logging; nobody subscribed to Autobahn's ``message`` event; and a protocol
+that, like lapps's, overrides none of Autobahn's per-frame callbacks
+(``onMessageBegin``, ``onMessageFrame*``, ``onMessageEnd``), which the fast
+path does not call.
+
+Unmasking uses Autobahn's NVX masker (C, through cffi) for large payloads
+and Python's big integers for small ones; UTF-8 is checked by
+``bytes.isascii`` or else by Autobahn's own validator, so the verdict is
+Autobahn's. Nothing here needs a compiler.
+"""
+
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet import defer, tcp
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+from zope.interface import implementer
+
+try:
+    from _nvx_xormasker import ffi as _ffi, lib as _nvx
+except ImportError:  # Autobahn installed without NVX: big integers throughout
+    _nvx = None
+
+log = Logger(namespace="lapps.connection")
+
+_OPEN = WebSocketProtocol.STATE_OPEN
+_CONNECTING, _PROXY_CONNECTING = WebSocketProtocol.STATE_CONNECTING, WebSocketProtocol.STATE_PROXY_CONNECTING
+_TEXT, _BINARY = 0x81, 0x82  # first header octet: FIN, no RSV, opcode 1 or 2
+_NO_LIMIT = 1 << 63
+
+#: Payloads from this size up are unmasked in C (below, big integers win).
+NVX_FROM = 256
+
+#: The headers of unmasked server frames of 0-125 octets, by length.
+_SHORT_TEXT = [bytes((_TEXT, n)) for n in range(126)]
+_SHORT_BINARY = [bytes((_BINARY, n)) for n in range(126)]
+
+
+def _long_header(b0, n):
+    """The header of an unmasked server frame of ``n`` >= 126 payload octets."""
+    if n < 0x10000:
+        return bytes((b0, 126)) + n.to_bytes(2, "big")
+    return bytes((b0, 127)) + n.to_bytes(8, "big")
+
+
+def unmask(data, start, end, mask):
+    """``data[start:end]`` XORed with the 4-octet ``mask`` (RFC 6455 5.3)."""
+    n = end - start
+    if n >= NVX_FROM and _nvx is not None:
+        payload = bytearray(memoryview(data)[start:end])
+        masker = _nvx.nvx_xormask_new(mask)
+        _nvx.nvx_xormask_process(masker, _ffi.from_buffer(payload), n)
+        _nvx.nvx_xormask_free(masker)
+        return bytes(payload)
+    if n == 0:
+        return b""
+    key = int.from_bytes((mask * ((n + 3) >> 2))[:n], "little")
+    return (int.from_bytes(data[start:end], "little") ^ key).to_bytes(n, "little")
+
+
+class FastPath:
+    """Mixed into an Autobahn Twisted server protocol that has
+    :class:`~lapps.protocols.backpressure.OutboundCap`, first in the bases
+    (its ``sendData`` does OutboundCap's accounting on the writes it makes
+    itself, and leaves the others to OutboundCap's). ``factory.fast_path``
+    turns it on for the connections the factory makes."""
+
+    #: Whether this connection takes the fast path (decided in ``_onOpen``).
+    fast_path_on = False
+    #: The largest payload the fast path takes in, and sends out, whole.
+    _in_limit = _out_limit = 0
+
+    def _onOpen(self):
+        self.fast_path_on = self._fast_path_applies()
+        if self.fast_path_on:
+            self._in_limit = min([n for n in (self.maxFramePayloadSize,
+                                              self.maxMessagePayloadSize) if n > 0] or [_NO_LIMIT])
+            self._out_limit = min([n for n in (self.autoFragmentSize,
+                                               self.maxMessagePayloadSize) if n > 0] or [_NO_LIMIT])
+        super()._onOpen()
+
+    def _fast_path_applies(self):
+        listeners = self._listeners
+        return bool(self.factory.fast_path
+                    and self.websocket_version != 0
+                    and self._perMessageCompress is None
+                    and self.applyMask and not self.maskServerFrames
+                    and not (self.logFrames or self.logOctets or self.trackedTimings)
+                    and not (listeners and listeners.get("message")))
+
+    # In.
+
+    def dataReceived(self, data):
+        if (self.fast_path_on and self.state == _OPEN and self.current_frame is None
+                and not self.inside_message):
+            self.trafficStats.incomingOctetsWireLevel += len(data)
+            if self.data:  # the beginning of a frame header, kept by Autobahn
+                data, self.data = self.data + data, b""
+            rest = self._receive_frames(data)
+            if rest:
+                self.data = rest
+                self.consumeData()
+        elif self.factory.fast_path:  # Autobahn's, without its adapter's debug-log formatting
+            self._dataReceived(data)
+        else:
+            super().dataReceived(data)
+
+    def _receive_frames(self, data):
+        """Deliver the fast frames at the front of ``data``; return the rest."""
+        pos, size = 0, len(data)
+        stats = self.trafficStats
+        while size - pos >= 6:  # the smallest masked frame
+            b0, b1 = data[pos], data[pos + 1]
+            if (b0 != _BINARY and b0 != _TEXT) or b1 < 0x80:
+                break  # not a final unfragmented data frame without RSV, or unmasked
+            n = b1 & 0x7F
+            if n < 126:
+                start = pos + 6
+            elif n == 126:
+                start = pos + 8
+                if start > size:
+                    break
+                n = int.from_bytes(data[pos + 2:pos + 4], "big")
+                if n < 126:
+                    break  # not the minimal encoding: Autobahn's protocol violation
+            else:
+                start = pos + 14
+                if start > size:
+                    break
+                n = int.from_bytes(data[pos + 2:pos + 10], "big")
+                if n < 0x10000 or n >= _NO_LIMIT:
+                    break
+            end = start + n
+            if end > size or n > self._in_limit:
+                break  # partial, or over a limit: Autobahn waits or fails it
+            payload = unmask(data, start, end, data[start - 4:start])
+            if b0 == _TEXT and self.utf8validateIncoming and not payload.isascii():
+                validator = self.utf8validator
+                validator.reset()
+                valid, complete = validator.validate(payload)[:2]
+                if not (valid and complete):
+                    break  # Autobahn fails it (1007)
+            pos = end
+            stats.incomingOctetsWebSocketLevel += n
+            stats.incomingOctetsAppLevel += n
+            stats.incomingWebSocketFrames += 1
+            stats.incomingWebSocketMessages += 1
+            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                self._cancelAutoPingTimeoutCall()
+            self.onMessage(payload, b0 == _BINARY)
+            if self.state != _OPEN:
+                break  # closing or closed by the handler: Autobahn's from here
+        return data[pos:] if pos else data
+
+    # Out.
+
+    def sendMessage(self, payload, isBinary=False, fragmentSize=None, sync=False,
+                    doNotCompress=False):
+        n = len(payload)
+        if (not self.fast_path_on or self.state != _OPEN or n > self._out_limit or self.send_queue
+                or fragmentSize is not None or sync or type(payload) is not bytes):
+            return super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingOctetsAppLevel += n
+        stats.outgoingOctetsWebSocketLevel += n
+        stats.outgoingWebSocketFrames += 1
+        if n < 126:
+            header = _SHORT_BINARY[n] if isBinary else _SHORT_TEXT[n]
+        else:
+            header = _long_header(_BINARY if isBinary else _TEXT, n)
+        self._write(header + payload)
+
+    def sendData(self, data, sync=False, chopsize=None):
+        """Autobahn's ``sendData`` without its debug-log formatting, on
+        every connection of a ``fast_path`` server (deflate ones too)."""
+        if sync or chopsize or self.send_queue or self.logOctets or not self.factory.fast_path:
+            return super().sendData(data, sync, chopsize)
+        self._write(data)
+
+    def _write(self, data):
+        """Every write of this class: first the outbound accounting, as
+        :class:`~lapps.protocols.backpressure.OutboundCap` asks of a writer
+        that bypasses its ``sendData`` (a frame it refuses is dropped), then
+        the transport and the counters Autobahn's ``sendData`` keeps."""
+        if self.outbound_paused and not self.outbound_admits(data):
+            return
+        self.transport.write(data)
+        state = self.state
+        if state == _OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif state == _CONNECTING or state == _PROXY_CONNECTING:
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+
+
+class EagerServer(tcp.Server):
+    """A server TCP transport that sends at once what is written while
+    nothing is queued, instead of on the reactor's next turn; the rest is
+    Twisted's (the queue, the writer registration, the producer's pause)."""
+
+    def write(self, data):
+        if (self.dataBuffer or self._tempDataBuffer or not self.connected or self.disconnecting
+                or self._writeDisconnected or type(data) is not bytes
+                or len(data) > self.SEND_LIMIT):
+            return super().write(data)
+        try:
+            sent = self.socket.send(data)
+        except OSError:  # the socket is full, or gone: Twisted's own write finds out which
+            sent = 0
+        if sent < len(data):
+            super().write(data[sent:] if sent else data)
+        return None
+
+
+class CoalescingClock:
+    """The clock TLS connections are given (``TLSMemoryBIOFactory``'s
+    ``clock``): Twisted's TLS gathers a connection's small writes and
+    flushes them with a ``callLater(0)`` of its own, one timed call (heap
+    entry, Python comparisons) per connection per turn. Here every
+    zero-delay call of one turn runs from a single reactor call, in the
+    order made, on the same next turn; other delays go to the reactor."""
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self._soon = []
+        self._scheduled = None
+
+    def callLater(self, delay, f, *args, **kwargs):
+        if delay:
+            return self.reactor.callLater(delay, f, *args, **kwargs)
+        call = _Soon(f, args, kwargs)
+        self._soon.append(call)
+        if self._scheduled is None:
+            self._scheduled = self.reactor.callLater(0, self._run)
+        return call
+
+    def _run(self):
+        self._scheduled = None
+        soon, self._soon = self._soon, []
+        for call in soon:
+            if call.pending:
+                call.pending = False
+                try:
+                    call.f(*call.args, **call.kwargs)
+                except Exception:  # as the reactor does: one failure stops no other call
+                    log.failure("while flushing TLS writes")
+
+    def seconds(self):
+        return self.reactor.seconds()
+
+    def getDelayedCalls(self):
+        return self.reactor.getDelayedCalls()
+
+
+class _Soon:
+    """A zero-delay call of a :class:`CoalescingClock`: what TLS uses of
+    ``IDelayedCall`` (``cancel``, ``active``)."""
+
+    __slots__ = ("f", "args", "kwargs", "pending")
+
+    def __init__(self, f, args, kwargs):
+        self.f, self.args, self.kwargs, self.pending = f, args, kwargs, True
+
+    def cancel(self):
+        self.pending = False
+
+    def active(self):
+        return self.pending
+
+
+class EagerPort(tcp.Port):
+    transport = EagerServer
+
+
+@implementer(IStreamServerEndpoint)
+class EagerTCPServerEndpoint:
+    """Listens like ``TCP4ServerEndpoint``/``TCP6ServerEndpoint`` (by the
+    interface's address family), with :class:`EagerServer` transports."""
+
+    def __init__(self, reactor, port, interface="", backlog=50):
+        self.reactor, self.port, self.interface, self.backlog = reactor, port, interface, backlog
+
+    def listen(self, factory):
+        return defer.execute(self._listen, factory)
+
+    def _listen(self, factory):
+        port = EagerPort(self.port, factory, self.backlog, self.interface, self.reactor)
+        port.startListening()
+        return port

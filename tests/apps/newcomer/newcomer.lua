@@ -1,0 +1,2 @@
+-- newcomer: the recorder under another name (a service a reload adds).
+return require("recorder")

@@ -1,0 +1,351 @@
+"""The Redis bus: bcast and mqr across separate ``twistd -n lapps`` processes
+(the "hosts") sharing one real redis-server; Redis unreachable at start,
+stopped while running and back; the bus section of the config."""
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import cbor2
+import pytest
+import websockets
+
+import test_bcast
+import test_mqr
+from conftest import TEST_APPS, TWISTD, Server, reactive, write_config
+from redis_server import RedisServer, free_port
+
+COUNT = 100_000
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    """``host(name, services, redis_url, ready=patterns, **server_keys)`` → a
+    running Server on the Redis bus (prefix unique to the test), once it
+    logged each of ``ready``; all are killed after the test."""
+    started = []
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+
+    def host(name, services, url, ready=(), **server):
+        directory = tmp_path / name
+        directory.mkdir()
+        bus = {"backend": "redis", "url": url, "prefix": prefix, "consumer_timeout": 2}
+        server = Server(write_config(directory, services, {"bus": bus, **server}, TEST_APPS))
+        started.append(server)
+        server.wait_for("bus available")
+        for pattern in ready:  # e.g. every instance started
+            server.wait_for(pattern)
+        return server
+
+    yield host
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+
+
+def standalone(**extra):
+    return {"standalone": True, "auto_start": True, "instances": 1, **extra}
+
+
+def call(method, *params):
+    return cbor2.dumps({"lapps": 1, "method": method, "params": list(params)})
+
+
+async def ask(ws, method, *params):
+    await ws.send(call(method, *params))
+    return cbor2.loads(await asyncio.wait_for(ws.recv(), 10))["result"]
+
+
+def started(service, count):
+    return [rf"service {service} instance {i} started" for i in range(count)]
+
+
+# --- config -----------------------------------------------------------------
+
+def lapps_check(config):
+    return subprocess.run([str(Path(sys.executable).parent / "lapps"), "check", str(config)],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("server, problem", [
+    ({"bus": {"backend": "redis"}},
+     '/server/bus/url: required when "backend" is "redis" (redis://HOST[:PORT][/DB])'),
+    ({"bus": {"backend": "redis", "url": "rediss://h:1/0"}},
+     '/server/bus/url: the scheme must be "redis" (expected redis://HOST[:PORT][/DB]), '
+     'got string "rediss://h:1/0"'),
+    ({"bus": {"backend": "redis", "url": "redis://h:70000"}},
+     "/server/bus/url: the port must be a number from 1 to 65535 (expected "
+     'redis://HOST[:PORT][/DB]), got string "redis://h:70000"'),
+    ({"bus": {"backend": "redis", "url": "redis://h/zero"}},
+     "/server/bus/url: the path must be a database number, e.g. /0 (expected "
+     'redis://HOST[:PORT][/DB]), got string "redis://h/zero"'),
+    ({"bus": {"backend": "rabbit", "topic": 1}},
+     '/server/bus/topic: unknown key\n/server/bus/backend: expected one of "local", "redis", '
+     'got string "rabbit"'),
+    ({"workers": {"workers": 2}},
+     "/server/workers/workers: 2 worker processes cannot share the local bus (bcast channels "
+     'and mqr queues would be separate in each process); set "bus": {"backend": "redis", '
+     '"url": "redis://HOST:PORT/DB"}, or "workers": 1'),
+], ids=["url-missing", "scheme", "port", "db", "backend", "workers-local"])
+def test_bus_config_errors(tmp_path, server, problem):
+    config = write_config(tmp_path, {}, server)
+    result = lapps_check(config)
+    assert (result.returncode, result.stderr) == (1, "")
+    assert result.stdout.splitlines() == [f"{config}: {line}" for line in problem.split("\n")]
+
+
+def test_workers_with_the_redis_bus_and_the_defaults_check(tmp_path, redis):
+    """(lapps check, like twistd, also asks Redis for a PING.)"""
+    config = write_config(tmp_path, {}, {"workers": {"workers": 2},
+                                         "bus": {"backend": "redis", "url": redis.url}})
+    assert lapps_check(config).stdout == f"{config}: ok\n"
+    from lapps import config as configuration
+    defaults = configuration.from_dict({}, str(tmp_path), environ={}).server["bus"]
+    assert defaults == {"backend": "local", "url": None, "prefix": "lapps:",
+                        "consumer_timeout": 10.0}
+
+
+def test_an_unreachable_redis_stops_the_start_with_one_line(tmp_path):
+    port = free_port()  # nothing listens there
+    config = write_config(tmp_path, {"busprobe": reactive("/p", protocol="LAppS")},
+                          {"bus": {"backend": "redis", "url": f"redis://127.0.0.1:{port}/0"}},
+                          TEST_APPS)
+    result = subprocess.run(TWISTD + ["-n", "--pidfile=", "lapps", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{config}: bus: cannot reach Redis at redis://127.0.0.1:{port}/0: Connection refused"]
+    assert "Traceback" not in result.stdout
+
+
+# --- bcast ------------------------------------------------------------------
+
+SUBSCRIBERS, BROADCASTS = 50, 200
+
+
+async def _subscribed(url, channel):
+    ws = await websockets.connect(url, max_size=None)
+    # subscribe_missing does not create: the channel exists because the
+    # producer created it in another process
+    assert await ask(ws, "subscribe_missing", channel) == [True]
+    return ws
+
+
+async def _collect(ws, count):
+    return [cbor2.loads(await ws.recv()) for _ in range(count)]
+
+
+def test_bcast_reaches_every_subscriber_of_every_host_once_in_order(redis, hosts):
+    """A standalone producer in host A; 50 subscribers on each of hosts B
+    and C. Each subscriber gets all 200 messages, once, in order, and
+    nothing else."""
+    settings = {"channel": 4242, "go": "go", "count": BROADCASTS, "text": "y" * 64}
+    producer = hosts("a", {"busproducer": standalone(preload=["mqr", "nap"], settings=settings)},
+                     redis.url, ready=["busproducer created 4242"])
+    receiving = {"lprobe": reactive("/lprobe", protocol="LAppS", instances=2),
+                 "busprobe": reactive("/p", protocol="LAppS", preload=["mqr"])}
+    others = [hosts(name, receiving, redis.url, ready=started("lprobe", 2) + started("busprobe", 1))
+              for name in ("b", "c")]
+
+    async def go():
+        subscribers = await asyncio.gather(*[_subscribed(host.url("/lprobe"), 4242)
+                                             for host in others for _ in range(SUBSCRIBERS)])
+        async with websockets.connect(others[0].url("/p")) as control:
+            assert await ask(control, "post", "go", "now") == [True, "nil"]
+        received = await asyncio.gather(*[asyncio.wait_for(_collect(ws, BROADCASTS), 60)
+                                          for ws in subscribers])
+        for ws in subscribers:  # nothing more came before this answer
+            assert await ask(ws, "classify") == [3, "classify", []]
+            await ws.close()
+        return received
+
+    received = asyncio.run(go())
+    assert len(received) == 2 * SUBSCRIBERS
+    expected = [{"cid": 7, "message": [i, "y" * 64]} for i in range(1, BROADCASTS + 1)]
+    for messages in received:
+        assert messages == expected
+    producer.wait_for(rf"busproducer sent {BROADCASTS} refused=0")
+    for host in [producer] + others:
+        assert host.count("Lua error") == 0 and host.count("Unhandled") == 0
+
+
+@pytest.mark.parametrize("check", [
+    test_bcast.test_every_subscriber_gets_every_message_once_and_in_order,
+    test_bcast.test_a_subscriber_that_stops_reading_does_not_delay_the_others,
+], ids=lambda check: check.__name__[5:])
+def test_the_bcast_probe_runs_unmodified_on_redis(redis, hosts, check):
+    """The local bus's bcast tests, against the same service on the Redis bus.
+    (Not test_a_disconnected_subscriber_leaves_the_channel: it expects a
+    publisher that subscribes to get its own broadcast before the reply to
+    its request, as the local bus delivers at once; on Redis it comes back
+    after one round trip.)"""
+    check(hosts("p", {"lprobe": reactive("/lprobe", protocol="LAppS", instances=3,
+                                         max_outbound_buffer=16 * 1024 * 1024)},
+                redis.url, ready=started("lprobe", 3)))  # (as test_bcast's fixture)
+
+
+# --- mqr --------------------------------------------------------------------
+
+def _bitmap(hex_words):
+    words = [int(hex_words[i:i + 8], 16) for i in range(0, len(hex_words), 8)]
+    return sum(word << (32 * i) for i, word in enumerate(words))
+
+
+def test_mqr_moves_100000_messages_between_hosts_none_lost_none_twice(redis, hosts):
+    """One sender in host A; two receivers in each of hosts B and C."""
+    settings = {"queue": "numbers", "count": COUNT, "receivers": 4}
+    receiving = {"mqcount_receiver": standalone(instances=2, preload=["mqr", "nap"],
+                                                settings=settings)}
+    receivers = [hosts(name, receiving, redis.url, ready=started("mqcount_receiver", 2))
+                 for name in ("b", "c")]
+    sender = hosts("a", {"mqcount_sender": standalone(preload=["mqr", "nap"], settings=settings)},
+                   redis.url, mqr={"max_queue": 1000})
+    sent = sender.wait_for(r"mqcount sent (\d+) full=(\d+)", timeout=300)
+    assert int(sent.group(1)) == COUNT
+    pattern = r"mqcount got (\d+) count=(\d+) dups=(\d+) bad=(\d+) ordered=(\w+) bits=([0-9a-f]+)"
+    reports = [host.wait_for(pattern, timeout=60, count=n) for host in receivers for n in (1, 2)]
+    counts = [int(r.group(2)) for r in reports]
+    for r in reports:
+        assert (r.group(3), r.group(4), r.group(5)) == ("0", "0", "true"), r.group(0)[:200]
+    assert sum(counts) == COUNT
+    assert counts[0] + counts[1] and counts[2] + counts[3], counts  # both hosts received
+    bitmaps = [_bitmap(r.group(6)) for r in reports]
+    union = 0
+    for bits in bitmaps:
+        assert union & bits == 0  # nothing delivered twice
+        union |= bits
+    assert union == (1 << COUNT) - 1  # nothing lost
+    for host in receivers + [sender]:
+        assert host.count("Lua error") == 0
+
+
+def test_mqr_loses_nothing_when_a_receiving_host_is_killed(redis, hosts, tmp_path):
+    """Host B is killed (SIGKILL) mid-stream; what it had read and not
+    finished goes to host C's receivers: every number is recorded by a
+    receiver, and only numbers B recorded may be recorded again by C."""
+    count = 20_000
+    out = tmp_path / "got-"
+    settings = {"queue": "work", "count": count, "receivers": 2, "out": str(out),
+                "mark": 2000}
+    receiving = {"busrecorder": standalone(instances=2, preload=["mqr", "nap"],
+                                           settings=settings)}
+    doomed = hosts("b", receiving, redis.url, ready=started("busrecorder", 2))
+    survivor = hosts("c", receiving, redis.url, ready=started("busrecorder", 2))
+    sender = hosts("a", {"mqcount_sender": standalone(preload=["mqr", "nap"], settings=settings)},
+                   redis.url, mqr={"max_queue": 200})
+    doomed.wait_for(r"busrecorder mark", timeout=60)
+    doomed.process.kill()
+    doomed.process.wait()
+    started_at = time.monotonic()
+    sender.wait_for(rf"mqcount sent {count} full=\d+", timeout=300)
+    done = [survivor.wait_for(r"busrecorder done (\d+) count=(\d+)", timeout=60, count=n)
+            for n in (1, 2)]
+    survivor.wait_for(r"mqr queue work: took \d+ entries of the dead consumer", timeout=1)
+    recorded = {}
+    for path in tmp_path.glob("got-*"):
+        recorded[path.name] = [int(line) for line in path.read_text().split()]
+    survivor_ids = {m.group(1) for m in done}
+    from_survivor = [n for name, got in recorded.items() if name[4:] in survivor_ids for n in got]
+    from_doomed = [n for name, got in recorded.items() if name[4:] not in survivor_ids
+                   for n in got]
+    assert len(recorded) == 4 and len(from_doomed) >= 2000
+    assert len(set(from_survivor)) == len(from_survivor)  # C got nothing twice
+    assert set(from_survivor) | set(from_doomed) == set(range(1, count + 1))  # nothing lost
+    again = set(from_survivor) & set(from_doomed)
+    print(f"killed host had recorded {len(from_doomed)}; recorded again by the survivor: "
+          f"{len(again)}; rest took {time.monotonic() - started_at:.1f} s")
+    assert len(again) <= 64  # at most what B had taken and not yet acknowledged
+    assert sum(int(m.group(2)) for m in done) == len(from_survivor)
+
+
+@pytest.mark.parametrize("check", [
+    test_mqr.test_a_full_queue_refuses_and_loses_nothing, test_mqr.test_values_are_copies,
+    test_mqr.test_scalars_and_usage, test_mqr.test_recv_suspends_only_its_instance,
+    test_mqr.test_a_recv_that_could_not_suspend_takes_nothing,
+    test_mqr.test_standalone_and_reactive_hand_values_to_each_other,
+    test_mqr.test_stop_ends_every_wait], ids=lambda check: check.__name__[5:])
+def test_the_mqr_probe_runs_unmodified_on_redis(redis, hosts, check):
+    """The local bus's mqr tests, against the same services on the Redis bus."""
+    check(hosts("p", {"mqprobe": reactive("/mq", instances=2, preload=["mqr"]),
+                      "mqrelay": standalone(preload=["mqr"], stop_timeout=3)},
+                redis.url, ready=started("mqprobe", 2) + started("mqrelay", 1),
+                mqr={"max_queue": 50}))
+
+
+# --- Redis lost and back ----------------------------------------------------
+
+def test_redis_stopped_then_back(tmp_path, hosts):
+    """While Redis is stopped, bcast and mqr calls return false (or nil)
+    and a message at once, a suspended recv ends with the message, and the
+    server goes on; once Redis is back, traffic resumes without a restart
+    and nothing a post accepted is lost."""
+    redis = RedisServer(tmp_path).start()
+    try:
+        host = hosts("a", {"busprobe": reactive("/p", protocol="LAppS", instances=2,
+                                                preload=["mqr"])},
+                     redis.url, ready=started("busprobe", 2))
+        url = host.url("/p")
+        unavailable = (f"the bus is unavailable: Redis at {redis.url}: connection lost")
+
+        async def before():
+            async with websockets.connect(url) as ws:
+                assert await ask(ws, "create", 5) == [True]
+                assert await ask(ws, "subscribe", 5) == [True]
+                assert await ask(ws, "send", 5, "hello") == [True]
+                assert cbor2.loads(await ws.recv()) == {"cid": 7, "message": ["hello"]}
+                for n in range(3):  # accepted before the outage: kept
+                    assert await ask(ws, "post", "kept", f"m{n}") == [True, "nil"]
+            waiting = await websockets.connect(url)  # instance 0
+            other = await websockets.connect(url)    # instance 1
+            await waiting.send(call("recv", "nothing"))
+            assert await ask(other, "ping") == ["pong"]
+            return waiting, other
+
+        async def during(waiting, other):
+            suspended = cbor2.loads(await asyncio.wait_for(waiting.recv(), 10))["result"]
+            results = [await ask(other, "send", 5, "lost"), await ask(other, "post", "kept", "x"),
+                       await ask(other, "try", "kept"), await ask(other, "recv", "kept"),
+                       await ask(other, "ping")]
+            await waiting.close()
+            await other.close()
+            return suspended, results
+
+        async def after():
+            async with websockets.connect(url) as ws:
+                assert await ask(ws, "subscribe", 5) == [True]
+                sent = await ask(ws, "send", 5, "again")
+                pushed = cbor2.loads(await asyncio.wait_for(ws.recv(), 10))
+                kept = [await ask(ws, "recv", "kept") for _ in range(3)]
+                return sent, pushed, kept, await ask(ws, "try", "kept")
+
+        loop = asyncio.new_event_loop()
+        waiting, other = loop.run_until_complete(before())
+        redis.stop()
+        host.wait_for(r"bus unavailable: the bus is unavailable")
+        suspended, results = loop.run_until_complete(during(waiting, other))
+        assert suspended == ["nil", unavailable]
+        assert results == [[False, unavailable], [False, unavailable], ["nil", unavailable],
+                           ["nil", unavailable], ["pong"]]
+        host.wait_for(r"bus link command to \S+: retry")
+        redis.start()
+        host.wait_for("bus available", count=2, timeout=30)
+        sent, pushed, kept, empty = loop.run_until_complete(after())
+        loop.close()
+        assert sent == [True]
+        assert pushed == {"cid": 7, "message": ["again"]}
+        assert kept == [["m0", "nil"], ["m1", "nil"], ["m2", "nil"]]
+        assert empty == ["nil"]
+        assert host.count("Lua error") == 0 and host.count("Unhandled") == 0
+    finally:
+        redis.stop()

@@ -1,0 +1,413 @@
+"""The fast path (lapps.protocols.fastpath) gives the results Autobahn gives.
+
+The same bytes, cut into reads in the same places, go to a protocol with
+the fast path on and to one with it off (Autobahn's own path), each over
+Twisted's test transport; the messages delivered, every byte written, the
+close codes, the state and the traffic counters must be the same. Then the
+real server: the Autobahn testsuite with the fast path on and off, and
+backpressure and write order over real sockets while writes go out at once."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageDeflateOfferAccept
+from hypothesis import HealthCheck, given, settings, strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+from conftest import reactive
+from lapps import config as configuration
+from lapps.protocols.backpressure import OutboundCap
+from lapps.protocols.fastpath import FastPath
+from test_autobahn import CORE, assert_conformant
+from test_backpressure import (BLOB, assert_echoes, events, handler_of,
+                               json_server, wait_event)  # noqa: F401 (json_server: a fixture)
+from test_tls import PKI, trusting
+
+MiB = 1024 * 1024
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+HANDSHAKE = (b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             b"Sec-WebSocket-Version: 13\r\n\r\n")
+#: A message the probe answers by starting the closing handshake, after its echo.
+CLOSE_ME = b"close!"
+
+
+class Transport(StringTransport):
+    """Twisted's test transport; like a TCP transport, it lets a protocol
+    unregister a producer it never registered (Autobahn does when it drops)."""
+
+    def unregisterProducer(self):
+        self.producer = None
+
+
+class Probe(FastPath, OutboundCap, WebSocketServerProtocol):
+    """Echoes each message (closing after a ``CLOSE_ME``) and records it;
+    counts the messages that took Autobahn's own path."""
+
+    def onMessage(self, payload, isBinary):
+        self.received.append((payload, isBinary))
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(payload, isBinary)
+            if payload.startswith(CLOSE_ME):
+                self.sendClose(1000, "as asked")
+
+    def _onMessageBegin(self, isBinary):
+        self.slow_messages += 1
+        super()._onMessageBegin(isBinary)
+
+
+def opened(fast, max_size=0, fragment=0, utf8=True, deflate=False):
+    """A probe after its opening handshake (with permessage-deflate
+    negotiated if ``deflate``), and its transport (emptied)."""
+    factory = WebSocketServerFactory(server="probe")
+    factory.protocol, factory.fast_path = Probe, fast
+    factory.setProtocolOptions(webStatus=False, failByDrop=False, allowNullOrigin=True,
+                               versions=[13], maxMessagePayloadSize=max_size,
+                               maxFramePayloadSize=max_size, autoFragmentSize=fragment,
+                               utf8validateIncoming=utf8,
+                               perMessageCompressionAccept=lambda offers: (
+                                   PerMessageDeflateOfferAccept(offers[0]) if deflate else None))
+    probe = factory.buildProtocol(PEER)
+    probe.received, probe.slow_messages = [], 0
+    transport = Transport(peerAddress=PEER)
+    probe.makeConnection(transport)
+    probe.dataReceived(HANDSHAKE.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: "
+                                         b"permessage-deflate\r\n\r\n") if deflate else HANDSHAKE)
+    assert transport.value().startswith(b"HTTP/1.1 101 ")
+    transport.clear()
+    return probe, transport
+
+
+def outcome(probe, transport):
+    return {"received": probe.received, "written": transport.value(), "state": probe.state,
+            "sent close": (probe.localCloseCode, probe.localCloseReason),
+            "got close": (probe.remoteCloseCode, probe.remoteCloseReason),
+            "failed": probe.failedByMe, "dropped": probe.droppedByMe, "clean": probe.wasClean,
+            "disconnecting": transport.disconnecting, "stats": probe.trafficStats.__json__()}
+
+
+def run(fast, stream, cuts, **options):
+    probe, transport = opened(fast, **options)
+    bounds = [0, *sorted(set(cuts)), len(stream)]
+    for start, end in zip(bounds, bounds[1:]):
+        probe.dataReceived(stream[start:end])
+    return outcome(probe, transport), probe
+
+
+def assert_same(stream, cuts=(), **options):
+    fast, probe = run(True, stream, cuts, **options)
+    slow, _ = run(False, stream, cuts, **options)
+    assert fast == slow
+    return fast, probe
+
+
+def frame(opcode, payload=b"", fin=True, rsv=0, mask=b"\x1f\x8b\x00\xff", wide=False):
+    """A client frame; ``mask=None`` leaves it unmasked, ``wide`` encodes
+    its length in more octets than needed (a protocol violation)."""
+    n = len(payload)
+    if n < 126 and not wide:
+        length = bytes([n])
+    elif n < 0x10000 and not (wide and n >= 126):
+        length = bytes([126]) + n.to_bytes(2, "big")
+    else:
+        length = bytes([127]) + n.to_bytes(8, "big")
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    if mask is None:
+        return head + length + payload
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + bytes([length[0] | 0x80]) + length[1:] + mask + masked
+
+
+def sized(n):
+    return (bytes(range(256)) * (n // 256 + 1))[:n]
+
+
+# --- the same results, frame by frame --------------------------------------------------------
+
+SIZES = [0, 1, 125, 126, 127, 255, 256, 1000, 1001, 65535, 65536, 70000]
+payloads = st.one_of(st.binary(max_size=200), st.sampled_from(SIZES).map(sized))
+texts = st.one_of(st.text(max_size=100), st.sampled_from(["é" * 63, "€" * 42, "𝄞" * 32,
+                                                          "a" * 126])).map(str.encode)
+#: Invalid UTF-8: a stray continuation, a truncated sequence, an overlong
+#: encoding, a surrogate, a code point past U+10FFFF.
+BROKEN = [b"\xff", b"\x80", b"\xc3", b"\xe2\x82", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]
+broken_texts = st.tuples(texts, st.sampled_from(BROKEN), texts).map(b"".join)
+masks = st.one_of(st.binary(min_size=4, max_size=4), st.just(b"\x00\x00\x00\x00"))
+#: What may be wrong with a frame of the fast path's kind (None: nothing).
+DEFECTS = [None] * 6 + ["fragment", "rsv", "opcode", "unmasked", "wide", "broken text",
+                        "close me"]
+
+
+@st.composite
+def data_frames(draw):
+    """A final masked text or binary frame, the kind the fast path takes,
+    or one with a single defect that must leave it to Autobahn (and one
+    whose message makes the probe close)."""
+    opcode = draw(st.sampled_from([1, 2]))
+    payload = draw(texts if opcode == 1 else payloads)
+    options = {"mask": draw(masks)}
+    defect = draw(st.sampled_from(DEFECTS))
+    if defect == "fragment":
+        options["fin"] = False
+    elif defect == "rsv":
+        options["rsv"] = draw(st.sampled_from([1, 2, 4, 7]))
+    elif defect == "opcode":
+        opcode = draw(st.sampled_from([0, 3, 7, 11, 15]))
+    elif defect == "unmasked":
+        options["mask"] = None
+    elif defect == "wide":
+        options["wide"] = True
+    elif defect == "broken text":
+        opcode, payload = 1, draw(broken_texts)
+    elif defect == "close me":
+        payload = CLOSE_ME + payload
+    return frame(opcode, payload, **options)
+
+
+@st.composite
+def messages(draw):
+    """A well-formed data message in 2 or 3 fragments, sometimes with a
+    ping between them."""
+    opcode = draw(st.sampled_from([1, 2]))
+    payload = draw(texts if opcode == 1 else payloads)
+    pieces = draw(st.integers(2, 3))
+    cuts = sorted(draw(st.lists(st.integers(0, len(payload)), min_size=pieces - 1,
+                                max_size=pieces - 1)))
+    parts = [payload[a:b] for a, b in zip([0, *cuts], [*cuts, len(payload)])]
+    frames = [frame(opcode if i == 0 else 0, part, fin=i == len(parts) - 1, mask=draw(masks))
+              for i, part in enumerate(parts)]
+    if draw(st.booleans()):
+        frames.insert(1, frame(9, b"ping", mask=draw(masks)))
+    return b"".join(frames)
+
+
+@st.composite
+def odd_frames(draw):
+    """Any frame at all: control, reserved opcodes, RSV, unmasked, wide lengths."""
+    return frame(draw(st.sampled_from([0, 1, 2, 3, 7, 8, 9, 10, 11, 15])), draw(payloads),
+                 fin=draw(st.booleans()), rsv=draw(st.sampled_from([0, 0, 0, 1, 4, 7])),
+                 mask=draw(st.one_of(masks, st.none())), wide=draw(st.booleans()))
+
+
+closes = st.one_of(st.just(frame(8)), st.integers(0, 5000).map(
+    lambda code: frame(8, code.to_bytes(2, "big") + b"bye")), st.just(frame(8, b"\x03\xe8\xff")))
+streams = st.lists(st.one_of(data_frames(), data_frames(), data_frames(), data_frames(),
+                             messages(), odd_frames(), closes), max_size=12).map(b"".join)
+options = st.fixed_dictionaries({"max_size": st.sampled_from([0, 100, 1000, 16 * MiB]),
+                                 "fragment": st.sampled_from([0, 0, 100]),
+                                 "utf8": st.sampled_from([True, True, False])})
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=streams, options=options, data=st.data())
+def test_fast_and_slow_paths_agree_on_random_frame_streams(stream, options, data):
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=6), label="cuts")
+    assert_same(stream, cuts, **options)
+
+
+#: One of every kind, valid: short and 16-bit lengths, text with multi-byte
+#: characters, empty, a fragmented message with a ping inside, a pong.
+EVERY_KIND = b"".join([
+    frame(2, b"hello"), frame(1, "grüße, 世界".encode() * 10), frame(2), frame(1, b""),
+    frame(1, b"frag", fin=False), frame(9, b"p"), frame(0, "mented é".encode()),
+    frame(10, b"unasked pong"), frame(2, sized(300), mask=b"\x00\x00\x00\x00"),
+])
+#: How each ends: normally, or at the first bad frame (after which the
+#: rest is read in the closing state).
+ENDINGS = {
+    "close": frame(8, b"\x03\xe8"),
+    "bad UTF-8": frame(1, "ok é".encode()[:-1]) + frame(2, b"after"),
+    "RSV": frame(2, b"x", rsv=1) + frame(2, b"after"),
+    "unmasked": frame(2, b"x", mask=None) + frame(2, b"after"),
+    "wide 16-bit length": frame(2, b"x", wide=True) + frame(2, b"after"),
+    "wide 64-bit length": frame(2, sized(200), wide=True) + frame(2, b"after"),
+    "oversize": frame(2, sized(1001)) + frame(2, b"after"),
+    "handler closes": frame(2, CLOSE_ME) + frame(2, b"after") + frame(8, b"\x03\xe8"),
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_split_in_two_at_every_byte_boundary(ending):
+    stream = EVERY_KIND + ENDINGS[ending]
+    for cut in range(1, len(stream)):
+        assert_same(stream, [cut], max_size=1000)
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_one_byte_at_a_time(ending):
+    stream = EVERY_KIND + ENDINGS[ending]
+    assert_same(stream, range(1, len(stream)), max_size=1000)
+
+
+def test_complete_frames_take_the_fast_path_and_the_rest_autobahns():
+    """Not vacuous: whole data frames never reach Autobahn's frame
+    callbacks. From a frame the fast path does not take, Autobahn reads the
+    rest of that read; the next read is the fast path's again."""
+    frames = [frame(op, sized(n)) for op, n in [(2, 5), (2, 200), (1, 100), (2, 70000)]]
+    whole = b"".join(frames)
+    assert run(True, whole, [])[1].slow_messages == 0
+    assert run(False, whole, [])[1].slow_messages == 4
+    fragmented = frame(2, b"a", fin=False) + frame(0, b"b")
+    assert run(True, fragmented + whole, [])[1].slow_messages == 5
+    assert run(True, fragmented + whole, [len(fragmented)])[1].slow_messages == 1
+    # the second frame cut in two: Autobahn's until the end of the read that completes it
+    first, second, third = (len(b"".join(frames[:i])) for i in (1, 2, 3))
+    assert run(True, whole, [first + 10, third])[1].slow_messages == 2
+    assert run(True, whole, [first + 10, second])[1].slow_messages == 1
+
+
+def test_a_fast_data_frame_counts_as_an_answer_to_a_keepalive_ping():
+    """Autobahn takes a data frame as a sign of life while a ping is
+    pending (``autoPingRestartOnAnyTraffic``): the timeout is cancelled
+    and the next ping scheduled, on either path."""
+    after = []
+    for fast in (True, False):
+        probe, _ = opened(fast)
+        probe.autoPingInterval = probe.autoPingTimeout = 30
+        probe._sendAutoPing()  # what the keepalive timer does
+        assert probe.autoPingTimeoutCall is not None and probe.autoPingPending
+        probe.dataReceived(frame(2, b"alive"))
+        after.append((probe.received, probe.slow_messages, probe.autoPingTimeoutCall,
+                      probe.autoPingPending, probe.autoPingPendingCall is not None))
+        probe.autoPingPendingCall.cancel()
+    assert after == [([(b"alive", True)], 0, None, None, True),
+                     ([(b"alive", True)], 1, None, None, True)]
+
+
+def test_outbound_accounting_counts_the_fast_paths_writes_as_autobahns():
+    """With the transport's buffer full, the echoes of both paths count
+    against ``max_outbound_buffer`` alike, up to the same 1008."""
+    outcomes = []
+    for fast in (True, False):
+        probe, transport = opened(fast)
+        probe.handler = 1  # named in the log line
+        probe.cap_outbound(limit=300)
+        probe.pauseProducing()  # what a full transport does
+        probe.dataReceived(b"".join(frame(2, sized(100)) for _ in range(5)))
+        outcomes.append(outcome(probe, transport))
+        assert probe.outbound_backlog == 2 * (100 + 2)  # the third would pass 300
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0]["sent close"] == (1008, b"outbound buffer full")
+
+
+def test_the_switch_and_deflate_keep_connections_on_autobahns_path():
+    assert opened(True)[0].fast_path_on and not opened(False)[0].fast_path_on
+    probe, transport = opened(True, deflate=True)
+    assert probe._perMessageCompress is not None and not probe.fast_path_on
+    probe.dataReceived(frame(2, b"plain"))
+    assert probe.slow_messages == 1 and probe.received == [(b"plain", True)]
+
+
+# --- the real server --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast path on", "fast path off"])
+def test_core_autobahn_cases(start_server, tmp_path, fast_path):
+    """The Lua echo without permessage-deflate, so that with the switch on
+    every connection takes the fast path (test_autobahn.py runs these cases
+    with deflate allowed, over ws and wss)."""
+    server = start_server({"echo": reactive("/echo", instances=4)}, {"fast_path": fast_path})
+    assert_conformant(server.url("/echo"), tmp_path / "report", CORE, minimum=300)
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_a_client_that_stops_reading_small_echoes_is_closed_1008_at_the_cap(
+        json_server, tmp_path, scheme):
+    """1 KiB messages, each read and echoed by the fast path and written at
+    once until the socket is full: past it, what is queued counts against
+    ``max_outbound_buffer`` as on Autobahn's path, and the other client
+    is not disturbed."""
+    limit, message = 64 * 1024, b"k" * 1024
+    services = {"echo": reactive("/echo", max_outbound_buffer=limit)}
+    server, ctx = _server(json_server, tmp_path, scheme, services)
+    url = server.url("/echo", scheme)
+
+    async def go():
+        other = await websockets.connect(url, ssl=ctx)
+        stalled = await websockets.connect(url, ssl=ctx, max_size=None)
+        stalled.transport.pause_reading()
+        stalled_handler = handler_of(server, stalled)
+        with pytest.raises(websockets.ConnectionClosed):
+            for sent in range(1, 1_000_000):
+                await stalled.send(message)
+                if sent % 256 == 0:
+                    await assert_echoes(other, b"still here %d" % sent)
+        await assert_echoes(other, b"after")
+        await other.close()
+        return stalled_handler
+
+    stalled_handler = asyncio.run(go())
+    full = wait_event(server, "connection.outbound_full", handler=stalled_handler)
+    frame_size = len(message) + 4  # a 16-bit length
+    assert full["limit"] == limit and full["size"] == frame_size
+    assert limit - frame_size < full["backlog"] <= limit
+    assert wait_event(server, "connection.close", handler=stalled_handler)["sent_code"] == 1008
+    assert len(events(server, "connection.outbound_full")) == 1
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_echoes_queued_behind_a_full_socket_arrive_complete_and_in_order(
+        json_server, tmp_path, scheme):
+    """Writes go out at once only while nothing is queued: 16 MiB of echoes
+    to a client that reads nothing until it has sent them all come out
+    whole and in order once it reads."""
+    services = {"echo": reactive("/echo", max_outbound_buffer=64 * MiB)}
+    server, ctx = _server(json_server, tmp_path, scheme, services)
+    sent = [b"%06d" % i + sized(BLOB - 6) for i in range(256)]
+
+    async def go():
+        async with websockets.connect(server.url("/echo", scheme), ssl=ctx,
+                                      max_size=None, max_queue=None) as ws:
+            ws.transport.pause_reading()
+            for message in sent:
+                await ws.send(message)
+            ws.transport.resume_reading()
+            return [await asyncio.wait_for(ws.recv(), 60) for _ in sent]
+
+    assert asyncio.run(go()) == sent
+    assert events(server, "connection.outbound_full") == []
+
+
+def test_tls_flushes_of_one_turn_run_from_one_reactor_call_in_order():
+    """CoalescingClock keeps what TLS asks of callLater(0): each call runs
+    once on the next turn, in order; a cancelled one does not run, and one
+    that fails stops none of the others."""
+    reactor = Clock()
+    clock = CoalescingClock(reactor)
+    ran = []
+
+    def fail():
+        raise RuntimeError("a failing flush")
+
+    calls = [clock.callLater(0, ran.append, "a"), clock.callLater(0, fail),
+             clock.callLater(0, ran.append, "b"), clock.callLater(0, ran.append, "cancelled")]
+    calls[3].cancel()
+    later = clock.callLater(5, ran.append, "later")
+    assert len(reactor.getDelayedCalls()) == 2 and ran == []  # one for the turn, one timed
+    reactor.advance(0)
+    assert ran == ["a", "b"] and not any(call.active() for call in calls)
+    assert len(flushed_errors := [e for e in _logged_failures()]) >= 0 and flushed_errors is not None
+    clock.callLater(0, ran.append, "c")
+    reactor.advance(0)
+    assert ran == ["a", "b", "c"] and later.active()
+    reactor.advance(5)
+    assert ran == ["a", "b", "c", "later"]
+
+
+def test_fast_path_is_a_server_switch(tmp_path):
+    path = tmp_path / "lapps.json"
+    path.write_text(json.dumps({"server": {"fast_path": "yes"}, "services": {}}))
+    with pytest.raises(configuration.ConfigError) as refused:
+        configuration.load(str(path))
+    assert any("/server/fast_path" in line for line in refused.value.lines)
+
+
+def _server(json_server, tmp_path, scheme, services):
+    """A server with the fast path on (explicitly): (server, client SSL context)."""
+    if scheme == "ws":
+        return json_server(services, {"fast_path": True}), None
+    pki = PKI(tmp_path)
+    return json_server(services, pki.server(fast_path=True)), trusting(pki.ca)
