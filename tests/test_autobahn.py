@@ -1,7 +1,7 @@
 """RFC 6455 and RFC 7692 conformance of the Lua echo service with
 ``permessage_deflate`` on, by the Autobahn testsuite: the core cases (1-7, 9,
 10) over ws and, bridged by socat, over wss; of the compression cases 12 and
-13, the quick ones over ws. All 517 cases take about ten minutes here: that
+13, the quick ones over ws. All 517 cases take 7 to 9 minutes here: that
 run is tests/conformance/full.py, out of the suite."""
 
 import pytest

@@ -76,7 +76,8 @@ except ImportError:  # Autobahn installed without NVX: big integers throughout
 log = Logger(namespace="lapps.connection")
 
 _OPEN = WebSocketProtocol.STATE_OPEN
-_CONNECTING, _PROXY_CONNECTING = WebSocketProtocol.STATE_CONNECTING, WebSocketProtocol.STATE_PROXY_CONNECTING
+_CONNECTING = WebSocketProtocol.STATE_CONNECTING
+_PROXY_CONNECTING = WebSocketProtocol.STATE_PROXY_CONNECTING
 _TEXT, _BINARY = 0x81, 0x82  # first header octet: FIN, no RSV, opcode 1 or 2
 _NO_LIMIT = 1 << 63
 

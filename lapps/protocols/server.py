@@ -38,6 +38,11 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
     handler = None
     instance = None
     target = None
+    #: Autobahn sets TCP_NODELAY from this in ``connectionMade``, before it
+    #: copies its options from the factory, so it must be here: else Nagle
+    #: stays on, and over TLS a message of 16 KiB or more (two records) waits
+    #: for the client's delayed ACK, ~40 ms a round trip.
+    tcpNoDelay = True
 
     def connectionMade(self):
         self.factory.protocols.add(self)
