@@ -16,6 +16,7 @@ lapps config, to profile the same server with the fast path off.
 import argparse
 import collections
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,7 @@ def main():
         print(summarize(raw, args.top))
     finally:
         procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -202,7 +202,9 @@ class LAppSService(MultiService):
         set on the factory and the listener here, at start and at every
         reload, so that a reload applies them (see ``lapps.reload.LIVE``)."""
         workers = cfg.server["workers"]
-        self.factory.max_connections = max(1, workers["workers"]) * workers["max_connections"]
+        # the worker count is one a restart changes: the cap uses the started one
+        started_workers = max(1, self._started_with["workers"]["workers"])
+        self.factory.max_connections = started_workers * workers["max_connections"]
         self.factory.setProtocolOptions(autoFragmentSize=1392 if workers["auto_fragment"] else 0)
         self.factory.apply_limits(cfg.server["limits"])
         self.listener.peer_limits.configure(cfg.server["limits"])

@@ -186,14 +186,14 @@ class ServiceConfig:
     settings: dict | None
     directory: str
     acl: dict  # the network ACL: {"policy": ..., "exclude": [...]}
-    max_outbound_buffer: int = 4 * MiB
-    outbound_stall_timeout: float = 30.0
-    max_instance_queue: int = 1000
-    ping_interval: float = 30.0
-    ping_timeout: float = 30.0
-    allowed_origins: frozenset = frozenset()  # normalised; empty: any origin
-    permessage_deflate: bool = False
-    handler_timeout: float = 1.0
+    max_outbound_buffer: int
+    outbound_stall_timeout: float
+    max_instance_queue: int
+    ping_interval: float
+    ping_timeout: float
+    allowed_origins: frozenset  # normalised; empty: any origin
+    permessage_deflate: bool
+    handler_timeout: float
 
 
 @dataclass(frozen=True)

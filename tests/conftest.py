@@ -12,7 +12,9 @@ import threading
 import time
 from pathlib import Path
 
+import cbor2
 import pytest
+import websockets
 
 REPO = Path(__file__).resolve().parents[1]
 APPS = REPO / "apps"
@@ -96,6 +98,20 @@ def reactive(target, **extra):
     """A reactive service descriptor."""
     return {"standalone": False, "auto_start": True, "instances": 1, "protocol": "raw",
             "request_target": target, "max_inbound_message_size": 16 * 1024 * 1024, **extra}
+
+
+def call(method, *params):
+    """A LAppS request (CBOR) calling ``method`` with ``params``."""
+    return cbor2.dumps({"lapps": 1, "method": method, "params": list(params)})
+
+
+async def subscribe(url, channel):
+    """A client of a LAppS service at ``url`` with a ``subscribe`` method
+    (``tests/apps/lprobe``, ``blaster``), subscribed to the bcast ``channel``."""
+    ws = await websockets.connect(url, max_size=None)
+    await ws.send(call("subscribe", channel))
+    assert cbor2.loads(await ws.recv())["result"] == [True]
+    return ws
 
 
 @pytest.fixture

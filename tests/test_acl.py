@@ -26,9 +26,6 @@ from test_tls import PKI, _has_ipv6_loopback, trusting
 
 LAPPS = Path(sys.executable).parent / "lapps"
 
-
-
-
 needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
 
 

@@ -17,7 +17,7 @@ import cbor2
 import pytest
 import websockets
 
-from conftest import TEST_APPS, TWISTD, Server, reactive, write_config
+from conftest import TEST_APPS, TWISTD, Server, call, reactive, subscribe, write_config
 from lapps.services import bcast
 from test_tls import PKI, trusting
 
@@ -85,20 +85,38 @@ def memory(server):
     return tuple(int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM"))
 
 
-def call(method, *params):
-    return cbor2.dumps({"lapps": 1, "method": method, "params": list(params)})
-
-
-async def subscribe(url, channel):
-    ws = await websockets.connect(url, max_size=None)
-    await ws.send(call("subscribe", channel))
-    assert cbor2.loads(await ws.recv())["result"] == [True]
-    return ws
-
-
 async def assert_echoes(ws, message):
     await ws.send(message)
     assert await asyncio.wait_for(ws.recv(), 30) == message
+
+
+async def flood_until_closed(server, url, ctx, message, check_every):
+    """Send ``message`` to the echo at ``url`` from a client that reads
+    nothing until the server closes it (aborts it, a second after its close
+    frame), checking every ``check_every`` messages, and after, that
+    another client is served; the stalled client's handler id."""
+    other = await websockets.connect(url, ssl=ctx, max_size=None)
+    stalled = await websockets.connect(url, ssl=ctx, max_size=None)
+    stalled.transport.pause_reading()
+    stalled_handler = handler_of(server, stalled)
+    with pytest.raises(websockets.ConnectionClosed):
+        for sent in range(1, 1_000_000):
+            await stalled.send(message)
+            if sent % check_every == 0:
+                await assert_echoes(other, b"still here %d" % sent)
+    await assert_echoes(other, b"after")
+    await other.close()
+    return stalled_handler
+
+
+def assert_closed_at_cap(server, handler, limit, frame_size):
+    """``handler``, and no other connection, was closed 1008 at the frame of
+    ``frame_size`` bytes that would have taken its backlog past ``limit``."""
+    full = wait_event(server, "connection.outbound_full", handler=handler)
+    assert full["limit"] == limit and full["size"] == frame_size
+    assert limit - frame_size < full["backlog"] <= limit
+    assert wait_event(server, "connection.close", handler=handler)["sent_code"] == 1008
+    assert len(events(server, "connection.outbound_full")) == 1
 
 
 # --- outbound cap ---------------------------------------------------------------------------
@@ -152,32 +170,10 @@ def test_an_echo_client_that_stops_reading_is_closed_1008_at_the_cap(json_server
         pki = PKI(tmp_path)
         server = json_server({"echo": reactive("/echo", max_outbound_buffer=limit)}, pki.server())
         ctx = trusting(pki.ca)
-    url = server.url("/echo", scheme)
-    message = b"e" * BLOB
-
-    async def go():
-        other = await websockets.connect(url, ssl=ctx, max_size=None)
-        stalled = await websockets.connect(url, ssl=ctx, max_size=None)
-        stalled.transport.pause_reading()
-        stalled_handler = handler_of(server, stalled)
-        sent = 0
-        with pytest.raises(websockets.ConnectionClosed):
-            # until the server aborts it, a second after its close frame
-            for sent in range(1, 100_000):
-                await stalled.send(message)
-                if sent % 16 == 0:
-                    await assert_echoes(other, b"still here %d" % sent)
-        await assert_echoes(other, b"after")
-        await other.close()
-        return stalled_handler, sent
-
-    stalled_handler, sent = asyncio.run(go())
-    full = wait_event(server, "connection.outbound_full", handler=stalled_handler)
-    frame = BLOB + 10  # the echo's 64 KiB frame: payload and a 10-byte header
-    assert full["limit"] == limit and full["size"] == frame
-    assert limit - frame < full["backlog"] <= limit
-    assert wait_event(server, "connection.close", handler=stalled_handler)["sent_code"] == 1008
-    assert len(events(server, "connection.outbound_full")) == 1
+    stalled_handler = asyncio.run(flood_until_closed(
+        server, server.url("/echo", scheme), ctx, b"e" * BLOB, check_every=16))
+    # the echo's 64 KiB frame: payload and a 10-byte header
+    assert_closed_at_cap(server, stalled_handler, limit, BLOB + 10)
 
 
 def test_a_client_stalled_past_the_stall_timeout_is_closed_1008(json_server):

@@ -1,12 +1,13 @@
 """bcast: process-wide channels over real sockets."""
 
 import asyncio
+import threading
 
 import cbor2
 import pytest
 import websockets
 
-from conftest import TEST_APPS, reactive
+from conftest import TEST_APPS, call, reactive, subscribe
 
 
 @pytest.fixture
@@ -16,17 +17,6 @@ def server(start_server):
     return start_server({"lprobe": reactive("/lprobe", protocol="LAppS", instances=3,
                                             max_outbound_buffer=16 * 1024 * 1024)},
                         applications=TEST_APPS)
-
-
-def call(method, *params):
-    return cbor2.dumps({"lapps": 1, "method": method, "params": list(params)})
-
-
-async def subscribe(url, channel):
-    ws = await websockets.connect(url, max_size=None)
-    await ws.send(call("subscribe", channel))
-    assert cbor2.loads(await ws.recv())["result"] == [True]
-    return ws
 
 
 def test_every_subscriber_gets_every_message_once_and_in_order(server):
@@ -110,3 +100,48 @@ def test_dropping_a_handler_leaves_every_channel():
     channels.subscribe(2, 8)
     channels.drop(7)
     assert [channels.subscribers(c) for c in (1, 2, 3)] == [frozenset(), {8}, frozenset()]
+
+
+class _Subscriber:
+    """An open connection as bcast sees it, keeping the frames written to it."""
+
+    STATE_OPEN = state = 3
+
+    def __init__(self):
+        self.frames = []
+
+    def sendPreparedMessage(self, frame):
+        self.frames.append(frame.payloadHybi)
+
+
+def _from_a_thread(f, *args):
+    """``f(*args)`` called from a thread that is not the reactor's (a standalone's)."""
+    results = []
+    thread = threading.Thread(target=lambda: results.append(f(*args)))
+    thread.start()
+    thread.join()
+    return results[0]
+
+
+def test_a_broadcast_bigger_than_max_behind_goes_when_none_waits():
+    """A standalone thread's broadcast larger than MAX_BEHIND is taken when
+    nothing waits for the reactor, rather than refused forever; while it
+    waits, the next is refused; once delivered, publishing works again.
+    (The reactor here is not running: the test lets it run one turn.)"""
+    from twisted.internet.selectreactor import SelectReactor
+    from lapps.services.bcast import MAX_BEHIND, Broadcasts
+    reactor = SelectReactor()
+    subscriber = _Subscriber()
+    channels = Broadcasts({1: subscriber}, reactor)
+    channels.create(3)
+    assert channels.subscribe(3, 1) is True
+    big = b"b" * (MAX_BEHIND + 1)
+    assert _from_a_thread(channels.publish, 3, big) is True
+    assert _from_a_thread(channels.publish, 3, b"s") == (
+        False, b"bcast is behind: %d bytes of broadcasts are still waiting for the reactor"
+        % len(big))
+    reactor.runUntilCurrent()
+    assert _from_a_thread(channels.publish, 3, b"s") is True
+    reactor.runUntilCurrent()
+    assert len(subscriber.frames) == 2
+    assert subscriber.frames[0].endswith(big) and subscriber.frames[1].endswith(b"s")

@@ -17,6 +17,7 @@ import test_bcast
 import test_mqr
 from conftest import TEST_APPS, TWISTD, Server, reactive, write_config
 from redis_server import RedisServer, free_port
+from test_mqr import _bitmap, standalone
 
 COUNT = 100_000
 
@@ -52,10 +53,6 @@ def hosts(tmp_path):
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
-
-
-def standalone(**extra):
-    return {"standalone": True, "auto_start": True, "instances": 1, **extra}
 
 
 def call(method, *params):
@@ -195,12 +192,41 @@ def test_the_bcast_probe_runs_unmodified_on_redis(redis, hosts, check):
                 redis.url, ready=started("lprobe", 3)))  # (as test_bcast's fixture)
 
 
+class _SilentBus:
+    """What RedisBroadcasts needs of the bus: available, but each PUBLISH
+    handed to it stays in flight until the test runs it (on a lost link)."""
+
+    available = True
+
+    def __init__(self):
+        self.subscribe_hooks, self.sync_hooks, self.calls = [], [], []
+        self.command = type("Link", (), {"protocol": None})()
+
+    def key(self, kind, name=b""):
+        return b"t:" + kind + name
+
+    def call(self, function, *args):
+        self.calls.append((function, args))
+
+
+def test_a_broadcast_bigger_than_max_in_flight_goes_when_none_is_in_flight():
+    """Rather than refused forever; while it is on its way, the next is
+    refused; once it has landed, publishing works again."""
+    from lapps.bus.redis_bcast import MAX_IN_FLIGHT, RedisBroadcasts
+    bus = _SilentBus()
+    channels = RedisBroadcasts({}, None, bus)
+    big = b"b" * (MAX_IN_FLIGHT + 1)
+    assert channels.publish(3, big) is True
+    assert channels.publish(3, b"s") == (
+        False, b"the bus is behind: %d bytes of broadcasts are still on their way to Redis"
+        % len(big))
+    function, args = bus.calls.pop()
+    assert args == (b"t:bcast:3", big)
+    function(*args)  # the link is down: it lands, unsent
+    assert channels.publish(3, b"s") is True
+
+
 # --- mqr --------------------------------------------------------------------
-
-def _bitmap(hex_words):
-    words = [int(hex_words[i:i + 8], 16) for i in range(0, len(hex_words), 8)]
-    return sum(word << (32 * i) for i, word in enumerate(words))
-
 
 def test_mqr_moves_100000_messages_between_hosts_none_lost_none_twice(redis, hosts):
     """One sender in host A; two receivers in each of hosts B and C."""

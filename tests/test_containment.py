@@ -87,6 +87,7 @@ def test_the_budget_covers_ondisconnect(server):
 
     assert run(go()) == ("armed", "kept 1")
     server.wait_for(r"contained\[0\]\.onDisconnect \(handler \d+\) stopped after handler_timeout")
+    assert server.count("contained::onStart") == 1, "the runtime was rebuilt"
 
 
 def test_the_budget_covers_onstart_and_onshutdown(start_server):
@@ -251,7 +252,7 @@ def test_standalone_services_are_sealed_too_but_keep_the_jit(start_server):
     through must_stop), so their code is compiled as usual."""
     server = start_server({"sealed": {"standalone": True, "auto_start": True, "instances": 1,
                                       "preload": ["nap"]}}, applications=TEST_APPS)
-    line = server.wait_for(r"sealed .*").group(0)
+    line = server.wait_for(r"^sealed .*").group(0)  # its print, not the log's "service sealed"
     assert line == (f"sealed ffi=false registry=nil sethook=nil bytecode={NO_BYTECODE} "
                     "jit=true")
     server.stop()

@@ -2,6 +2,7 @@
 
 import asyncio
 import socket
+import threading
 
 import pytest
 import websockets
@@ -142,3 +143,41 @@ def test_the_benchmark_service_prints_its_rate(start_server, target):
     bench.wait_for(r"^Sockets connected: 5$")
     rate = bench.wait_for(r"^(\d+) messages received per (\d+)ms$")
     assert int(rate.group(1)) > 0 and int(rate.group(2)) >= 1000
+
+
+class _Remote:
+    """A cws connection as the pool sees it, whose transport is not full."""
+
+    outbound_backlog = 0
+
+    def __init__(self):
+        self.sent = []
+
+    def sendMessage(self, data, is_binary):
+        self.sent.append((data, is_binary))
+
+
+def test_a_send_bigger_than_the_send_buffer_goes_when_none_waits():
+    """Rather than refused forever; while it waits for the reactor, the
+    next is refused; once written, sending works again. (Sends come from a
+    standalone's thread; the reactor here runs one turn when the test says.)"""
+    from twisted.internet.selectreactor import SelectReactor
+    from lapps.lua.cws import MAX_SEND_BUFFER, Pool
+    reactor = SelectReactor()
+    pool = Pool(reactor, None, {}, may_block=True)
+    remote = pool.protocols[1] = _Remote()
+    pool.open.add(1)
+
+    def send(data):
+        results = []
+        thread = threading.Thread(target=lambda: results.append(pool.send(1, data, 2)))
+        thread.start()
+        thread.join()
+        return results[0]
+
+    big = b"b" * (MAX_SEND_BUFFER + 1)
+    assert send(big) is True
+    assert send(b"s") == (False, b"send buffer full: the server is not taking what was sent")
+    reactor.runUntilCurrent()
+    assert remote.sent == [(big, True)]
+    assert send(b"s") is True

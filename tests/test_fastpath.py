@@ -25,8 +25,8 @@ from lapps import config as configuration
 from lapps.protocols.backpressure import OutboundCap
 from lapps.protocols.fastpath import CoalescingClock, FastPath
 from test_autobahn import CORE, assert_conformant
-from test_backpressure import (BLOB, assert_echoes, events, handler_of,
-                               json_server, wait_event)  # noqa: F401 (json_server: a fixture)
+from test_backpressure import (BLOB, assert_closed_at_cap, events, flood_until_closed,
+                               json_server)  # noqa: F401 (json_server: a fixture)
 from test_tls import PKI, trusting
 
 MiB = 1024 * 1024
@@ -325,29 +325,9 @@ def test_a_client_that_stops_reading_small_echoes_is_closed_1008_at_the_cap(
     limit, message = 64 * 1024, b"k" * 1024
     services = {"echo": reactive("/echo", max_outbound_buffer=limit)}
     server, ctx = _server(json_server, tmp_path, scheme, services)
-    url = server.url("/echo", scheme)
-
-    async def go():
-        other = await websockets.connect(url, ssl=ctx)
-        stalled = await websockets.connect(url, ssl=ctx, max_size=None)
-        stalled.transport.pause_reading()
-        stalled_handler = handler_of(server, stalled)
-        with pytest.raises(websockets.ConnectionClosed):
-            for sent in range(1, 1_000_000):
-                await stalled.send(message)
-                if sent % 256 == 0:
-                    await assert_echoes(other, b"still here %d" % sent)
-        await assert_echoes(other, b"after")
-        await other.close()
-        return stalled_handler
-
-    stalled_handler = asyncio.run(go())
-    full = wait_event(server, "connection.outbound_full", handler=stalled_handler)
-    frame_size = len(message) + 4  # a 16-bit length
-    assert full["limit"] == limit and full["size"] == frame_size
-    assert limit - frame_size < full["backlog"] <= limit
-    assert wait_event(server, "connection.close", handler=stalled_handler)["sent_code"] == 1008
-    assert len(events(server, "connection.outbound_full")) == 1
+    stalled_handler = asyncio.run(flood_until_closed(
+        server, server.url("/echo", scheme), ctx, message, check_every=256))
+    assert_closed_at_cap(server, stalled_handler, limit, len(message) + 4)  # a 16-bit length
 
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])

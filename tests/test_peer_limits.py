@@ -92,13 +92,18 @@ def test_configure_applies_to_the_next_decision():
 
 def test_idle_peers_are_forgotten():
     clock = Clock()
-    limits = PeerLimits(LIMITS.fill(), clock)
+    limits = PeerLimits(dict(LIMITS.fill(), peer_max_connections=1), clock)
+    holder = peer("192.0.2.1")
+    assert limits.admits(holder)  # and keeps its connection through every sweep
     for i in range(5000):  # each connects once and leaves
         address = peer(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
         assert limits.admits(address)
         limits.release(address.host)
         clock.advance(0.01)  # a bucket is full again 1/rate = 0.01 s after its one use
     assert len(limits._peers) <= 1024
+    assert not limits.admits(holder)  # still counted: a peer with a connection is kept
+    limits.release(holder.host)
+    assert limits.admits(holder)
 
 
 # --- real sockets --------------------------------------------------------------------------

@@ -20,15 +20,14 @@ the set when it returns.
 A send is not confirmed (PUBLISH is fire-and-forget, like a frame written to
 a socket): it returns false only when the bus is unavailable, or when more
 than :data:`MAX_IN_FLIGHT` bytes of this process's broadcasts are still on
-their way to Redis, so a producer faster than Redis is told, not buffered.
+their way to Redis (one of any size goes when none are), so a producer
+faster than Redis is told, not buffered.
 """
-
-import threading
 
 from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
 
-from lapps.services.bcast import Broadcasts
+from lapps.services.bcast import Backlog, Broadcasts
 
 log = Logger(namespace="lapps.bus")
 
@@ -49,8 +48,7 @@ class RedisBroadcasts(Broadcasts):
         self._channel = bus.key(b"bcast:")
         self._created = bus.key(b"bcast-created")
         self._ids = bus.key(b"bcast-channels")
-        self._in_flight = 0
-        self._flight_lock = threading.Lock()
+        self._in_flight = Backlog(MAX_IN_FLIGHT)
         bus.subscribe_hooks.append(self._subscribe)
         bus.sync_hooks.append(self._sync)
 
@@ -67,12 +65,9 @@ class RedisBroadcasts(Broadcasts):
         bus = self.bus
         if not bus.available:
             return False, bus.problem()
-        size = len(payload)
-        with self._flight_lock:
-            if self._in_flight + size > MAX_IN_FLIGHT:
-                return False, b"the bus is behind: %d bytes of broadcasts are still on their " \
-                              b"way to Redis" % self._in_flight
-            self._in_flight += size
+        if not self._in_flight.admit(len(payload)):
+            return False, b"the bus is behind: %d bytes of broadcasts are still on their " \
+                          b"way to Redis" % self._in_flight.waiting
         bus.call(self._send, b"%s%d" % (self._channel, channel), payload)
         return True
 
@@ -84,8 +79,7 @@ class RedisBroadcasts(Broadcasts):
         protocol.execute_command(b"PUBLISH", name, payload).addBoth(self._landed, len(payload))
 
     def _landed(self, _, size):
-        with self._flight_lock:
-            self._in_flight -= size
+        self._in_flight.through(size)
 
     def _announce(self, channel):
         protocol = self.bus.command.protocol

@@ -79,24 +79,21 @@ def _is_missing_group(failure):
     return "NOGROUP" in str(failure.value)
 
 
-class RedisQueue:
-    """One named queue, as this process sees it."""
+class RedisQueue(local.Queue):
+    """One named queue, as this process sees it: the local queue's items are
+    the ``(id, entry)`` read from Redis for this process, and its waiters
+    (``forget``, ``pass_on``) work alike."""
 
     def __init__(self, queues, name):
-        self.queues, self.bus, self.name = queues, queues.bus, name
+        super().__init__(name, queues.max_queue)
+        self.bus = queues.bus
         self.key = queues.bus.key(b"mqr:", name)
         self.consuming = False            # a receiver here has asked: reclaim for it
-        self._lock = threading.Lock()
-        self._buffer = collections.deque()   # (id, entry) read for this process
-        self._waiters = collections.deque()
         self._held = {}                   # thread id -> ids it took, acknowledged at its next take
         self._acks = []                   # ids to acknowledge
         self._flushing = False            # a flush of _acks is scheduled or running
         self._reader = None               # the blocking connection, made at the first wait
         self._reading = False
-
-    def __len__(self):
-        return len(self._buffer)
 
     # Posting.
 
@@ -112,7 +109,7 @@ class RedisQueue:
         if protocol is None:  # lost since post() looked; answer later, as from Redis
             self.bus.reactor.callLater(0, done, (False, self.bus.problem()))
             return
-        d = protocol.eval(_POST, [self.key], [self.queues.max_queue, data])
+        d = protocol.eval(_POST, [self.key], [self.limit, data])
         d.addCallbacks(lambda added: done(True if added else _QUEUE_FULL),
                        lambda failure: done((False, self._failed(failure))))
 
@@ -141,20 +138,6 @@ class RedisQueue:
             self.bus.call(self._read)
         return entry
 
-    def forget(self, waiter):
-        with self._lock:
-            if waiter.registered:
-                waiter.registered = False
-                self._waiters.remove(waiter)
-
-    def pass_on(self):
-        with self._lock:
-            if not (self._buffer and self._waiters):
-                return
-            waiter = self._waiters.popleft()
-            waiter.registered = False
-        waiter.wake()
-
     def _take_buffered(self, waiter=None):
         """The oldest buffered entry (held for its receiver), or None after
         registering ``waiter``, or _UNAVAILABLE instead while the bus is (the
@@ -165,8 +148,8 @@ class RedisQueue:
         thread = None if on_reactor else threading.get_ident()
         with self._lock:
             done_with = self._held.pop(thread, None)
-            if self._buffer:
-                entry_id, entry = self._buffer.popleft()
+            if self._items:
+                entry_id, entry = self._items.popleft()
                 if on_reactor:
                     self._acks.append(entry_id)
                 else:
@@ -236,11 +219,11 @@ class RedisQueue:
         with self._lock:
             self._acks.extend(bad)
             if first:
-                self._buffer.extendleft(reversed(decoded))
+                self._items.extendleft(reversed(decoded))
             else:
-                self._buffer.extend(decoded)
+                self._items.extend(decoded)
             woken = []
-            while self._waiters and len(woken) < len(self._buffer):
+            while self._waiters and len(woken) < len(self._items):
                 waiter = self._waiters.popleft()
                 waiter.registered = False
                 woken.append(waiter)

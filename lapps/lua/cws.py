@@ -11,7 +11,7 @@ blocks its thread, a reactive instance suspends its coroutine.
 wait to go out on a connection (the instance's sends not yet taken by the
 reactor, and those written while the connection's transport is full because
 the remote server does not read), it returns false and "send buffer full"
-until they have gone.
+until they have gone. When nothing waits, a message of any size goes.
 """
 
 import collections
@@ -188,7 +188,7 @@ class Pool:
         if protocol is None or handler not in self.open:
             return False, b"Communication error: the connection is closed"
         waiting = self.queued - self.flushed + protocol.outbound_backlog
-        if waiting + len(data) > MAX_SEND_BUFFER:
+        if waiting and waiting + len(data) > MAX_SEND_BUFFER:
             return False, b"send buffer full: the server is not taking what was sent"
         self.queued += len(data)
         self.outbox.append((handler, data, opcode == 2))

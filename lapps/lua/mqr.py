@@ -100,13 +100,13 @@ return mqr
 _STOPPING = b"the server is stopping"
 _GAVE_UP = (False, _STOPPING)
 log = Logger(namespace="lapps.mqr")
+_keys = itertools.count(1)
 
 
 def _log_dropped(queue, size, limit):
     log.error("mqr queue {queue}: a message of {size} bytes does not fit in the receiving "
               "instance's max_memory ({max_memory}); dropped", lapps_event="mqr.too_big",
               queue=queue, size=size, max_memory=limit)
-_keys = itertools.count(1)
 
 
 #: What rebuilding a value of ``n`` CBOR bytes made of ``k`` scalars and
@@ -120,15 +120,8 @@ class _Module:
     """The Python side of one instance's ``mqr`` global."""
 
     def __init__(self, context):
-        self.queues = context.parts.mqr
+        self._queue = context.parts.mqr.queue  # name -> its queue (a dict hit once made)
         self.nljson, self.runtime, self.reactor = context.nljson, context.runtime, context.parts.reactor
-        self.handles = {}  # name -> Queue, for this instance
-
-    def _queue(self, name):
-        queue = self.handles.get(name)
-        if queue is None:
-            queue = self.handles[name] = self.queues.queue(name)
-        return queue
 
     def create(self, name):
         self._queue(name)

@@ -96,6 +96,11 @@ def _long_header(b0, n):
     return bytes((b0, 127)) + n.to_bytes(8, "big")
 
 
+def _least(*limits):
+    """The smallest of Autobahn's size limits that is set (0 is no limit)."""
+    return min((n for n in limits if n > 0), default=_NO_LIMIT)
+
+
 def unmask(data, start, end, mask):
     """``data[start:end]`` XORed with the 4-octet ``mask`` (RFC 6455 5.3)."""
     n = end - start
@@ -126,10 +131,8 @@ class FastPath:
     def _onOpen(self):
         self.fast_path_on = self._fast_path_applies()
         if self.fast_path_on:
-            self._in_limit = min([n for n in (self.maxFramePayloadSize,
-                                              self.maxMessagePayloadSize) if n > 0] or [_NO_LIMIT])
-            self._out_limit = min([n for n in (self.autoFragmentSize,
-                                               self.maxMessagePayloadSize) if n > 0] or [_NO_LIMIT])
+            self._in_limit = _least(self.maxFramePayloadSize, self.maxMessagePayloadSize)
+            self._out_limit = _least(self.autoFragmentSize, self.maxMessagePayloadSize)
         super()._onOpen()
 
     def _fast_path_applies(self):

@@ -14,8 +14,31 @@ from autobahn.websocket.protocol import PreparedMessage
 from twisted.application.service import Service
 from twisted.python.threadable import isInIOThread
 
-#: Bytes of broadcasts from standalone threads waiting for the reactor, at most.
+#: Bytes of broadcasts from standalone threads waiting for the reactor, at most
+#: (one broadcast of any size goes when none waits).
 MAX_BEHIND = 8 * 1024 * 1024
+
+
+class Backlog:
+    """Bytes handed on and not yet through, counted from any thread. A
+    message is admitted while the bytes waiting, with it, stay within
+    ``limit``, or when none wait: so a message of any size still goes."""
+
+    __slots__ = ("limit", "waiting", "_lock")
+
+    def __init__(self, limit):
+        self.limit, self.waiting, self._lock = limit, 0, threading.Lock()
+
+    def admit(self, size) -> bool:
+        with self._lock:
+            if self.waiting and self.waiting + size > self.limit:
+                return False
+            self.waiting += size
+            return True
+
+    def through(self, size):
+        with self._lock:
+            self.waiting -= size
 
 
 class Broadcasts(Service):
@@ -29,7 +52,7 @@ class Broadcasts(Service):
         self._lock = threading.Lock()
         self._channels = {}
         self._memberships = {}
-        self._behind = 0  # bytes published from threads, not yet on the reactor
+        self._behind = Backlog(MAX_BEHIND)  # published from threads, not yet on the reactor
 
     def exists(self, channel):
         return channel in self._channels
@@ -77,18 +100,14 @@ class Broadcasts(Service):
         if isInIOThread():
             self._deliver(channel, payload)
             return True
-        size = len(payload)
-        with self._lock:
-            if self._behind + size > MAX_BEHIND:
-                return False, b"bcast is behind: %d bytes of broadcasts are still waiting " \
-                              b"for the reactor" % self._behind
-            self._behind += size
+        if not self._behind.admit(len(payload)):
+            return False, b"bcast is behind: %d bytes of broadcasts are still waiting " \
+                          b"for the reactor" % self._behind.waiting
         self._reactor.callFromThread(self._handed_over, channel, payload)
         return True
 
     def _handed_over(self, channel, payload):
-        with self._lock:
-            self._behind -= len(payload)
+        self._behind.through(len(payload))
         self._deliver(channel, payload)
 
     def _deliver(self, channel, payload):

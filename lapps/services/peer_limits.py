@@ -64,13 +64,10 @@ class PeerLimits:
                 self._sweep(now)
             peer = self._peers[address.host] = _Peer(now)
         if peer.open >= self.max_connections:
-            return self._refuse(peer, address, "connections",
-                                f"{peer.open} connections open (peer_max_connections)")
+            return self._refuse(peer, address, "connections")
         full_at = max(peer.full_at, now)
         if full_at - now > self._slack:
-            return self._refuse(peer, address, "rate",
-                                f"over {self.rate:g} new connections per second after a burst "
-                                f"of {self.burst} (peer_connection_rate, peer_connection_burst)")
+            return self._refuse(peer, address, "rate")
         peer.full_at = full_at + self._interval
         peer.open += 1
         peer.refused = 0
@@ -80,9 +77,15 @@ class PeerLimits:
         """A connection counted by :meth:`admits` has ended."""
         self._peers[host].open -= 1
 
-    def _refuse(self, peer, address, limit, why):
+    def _refuse(self, peer, address, limit):
+        """Count a refusal; log it if it is the 1st, 2nd, 4th, ... in a row
+        (the reason is worded only then: a flood is refused cheaply)."""
         peer.refused += 1
         if peer.refused & (peer.refused - 1) == 0:  # a power of two
+            why = (f"{peer.open} connections open (peer_max_connections)"
+                   if limit == "connections" else
+                   f"over {self.rate:g} new connections per second after a burst "
+                   f"of {self.burst} (peer_connection_rate, peer_connection_burst)")
             log.warn("{peer} refused at accept: {why} ({refused} refused in a row)",
                      lapps_event="limit.peer", peer=describe_peer(address), limit=limit,
                      why=why, refused=peer.refused)

@@ -44,6 +44,7 @@ def _retired(*event):
     of rotation, its connections are closed, and what they still post is dropped."""
     return _DONE_TRUE
 
+
 #: The blocking calls a reactive instance makes by suspending its coroutine.
 _SUSPENDING = b"""
 local suspend = ...
@@ -314,9 +315,8 @@ class Instance:
                   count=sum(1 for c in victims if c.state == c.STATE_OPEN),
                   generation=self.generation + 1)
         self.healthy = False
-        kept = [event for event in self._queue if event[0] in (ON_DISCONNECT, ON_SHUTDOWN)]
-        self._queue.clear()
-        self._queue.extend(kept)
+        # only the onDisconnects stay (a rebuild never runs during stop: no onShutdown is queued)
+        self._queue = collections.deque(e for e in self._queue if e[0] == ON_DISCONNECT)
         try:
             self._build()
         except (lua.LuaStartError, LuaError) as e:

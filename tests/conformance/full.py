@@ -27,7 +27,7 @@ from test_tls import PKI  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wss", action="store_true", help="over TLS, through socat")
     parser.add_argument("-o", "--outdir", help="the report's folder")
     args, tool_args = parser.parse_known_args()
@@ -35,8 +35,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="lapps-conformance-") as scratch:
         pki = PKI(scratch) if args.wss else None
         server = Server(write_config(scratch, ECHO, pki.server() if pki else None))
-        bridge = socat_bridge(server, pki.ca) if pki else None
-        try:
+        bridge = None
+        try:  # (the server stops also when the bridge cannot start)
+            bridge = socat_bridge(server, pki.ca) if pki else None
             result = run((bridge or server).url("/echo"), outdir, tool_args)
         finally:
             for process in (bridge, server):
