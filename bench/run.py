@@ -299,6 +299,9 @@ SERVERS = [
     Server("lapps-wss-off", "lapps wss, fast_path off",
            lambda ctx, port: lapps_echo_argv(ctx, port, True, fast_path=False), tls=True),
     Server(BASELINE, "Autobahn/Twisted, bare echo", peer_argv("autobahn_echo.py", sys.executable)),
+    Server("autobahn-wss", "Autobahn/Twisted, bare echo, wss",
+           lambda ctx, port: peer_argv("autobahn_echo.py", sys.executable)(ctx, port)
+           + ["--cert", ctx.certs["cert"], "--key", ctx.certs["key"]], tls=True),
     Server("websockets", "websockets {version} (asyncio)", peer_argv("websockets_echo.py"),
            venv="websockets"),
     Server("aiohttp", "aiohttp {version} (asyncio)", peer_argv("aiohttp_echo.py"),

@@ -14,15 +14,16 @@ import os
 from OpenSSL import SSL
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import DeferredList, DeferredLock, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from lapps import bus, config as configuration, tls
+from lapps import admin, bus, config as configuration, tls
 from lapps.bus import BusUnavailable
 from lapps.deadline import within
 from lapps.lua.runtime import LuaStartError
 from lapps.protocols.fastpath import CoalescingClock, EagerTCPServerEndpoint
 from lapps.protocols.server import LAppSServerFactory
+from lapps.protocols.stdtls import StdTLSFactory
 from lapps.reload import Reloaded, plan_services, server_changes
 from lapps.schema import pointer
 from lapps.services.listener import ListenerService
@@ -138,18 +139,29 @@ class LAppSService(MultiService):
 
     The Lua services (``lua_services``, in start order) are started and
     stopped by this service itself rather than as named children, so that a
-    reload can start a service's new version beside the old one."""
+    reload can start a service's new version beside the old one.
 
-    def __init__(self, config, reactor=None):
+    ``worker`` (a :class:`lapps.workers.role.WorkerRole`) makes it one of
+    several worker processes: it listens on the supervisor's port beside
+    the others and runs only the services that role runs."""
+
+    def __init__(self, config, reactor=None, worker=None):
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        self.worker = worker
         self.config = cfg = _as_config(config)
         self._started_with = cfg.server  # what only a restart changes stays as it was
         # as LAppS does, for services that read it (also at module load)
         os.environ["LAPPS_APPS_DIR"] = os.path.join(cfg.apps_dir, "")
         self.connections = {}
+        # first, so that /readyz answers while the rest starts; a worker has none (its
+        # supervisor does); stopped last, by _stop_all
+        self.admin = None if worker else admin.build(cfg.server, admin.ProcessStatus(self),
+                                                     reactor)
+        if self.admin is not None:
+            self.admin.setServiceParent(self)
         self.acl = AclService(cfg.server["acl"], _service_acls(cfg))
         self.acl.setServiceParent(self)
         self.pam_auth = PamAuth(cfg.server["pam_auth"], reactor)
@@ -170,23 +182,30 @@ class LAppSService(MultiService):
                                  tls.client_options(cfg.ca_file, server["tls_client_version"],
                                                     server["tls_client_verify"]),
                                  pam_auth=self.pam_auth, mqr=self.mqr)
-        self.lua_services = _build(cfg, self.parts, services_to_start(cfg))
+        self.lua_services = _build(cfg, self.parts, self._wanted(cfg))
         self._wire(self.lua_services)
         self.factory = LAppSServerFactory(_routes(self.lua_services), self.connections,
                                           self.broadcasts, acl=self.acl)
         self.factory.fast_path = server["fast_path"]
         scheme = "wss" if server["tls"] else "ws"
         self.server_tls = tls.ServerTLS(_server_tls(cfg)) if server["tls"] else None
-        self.listener = ListenerService(_endpoint(server, reactor), self.factory,
-                                        f"{scheme}://{server['ip']}:{server['port']}",
+        endpoint = worker.endpoint(server, reactor) if worker else _endpoint(server, reactor)
+        port = worker.port if worker else server["port"]
+        self.listener = ListenerService(endpoint, self.factory, f"{scheme}://{server['ip']}:{port}",
                                         reactor, tls=self.server_tls, acl=self.acl,
                                         peer_limits=PeerLimits(server["limits"], reactor))
         if server["fast_path"]:
             self.listener.tls_clock = CoalescingClock(reactor)
+            self.listener.tls_factory = StdTLSFactory
         self.listener.setServiceParent(self)
         self._configure_new_connections(cfg)
         self._reloading = DeferredLock()
         self._retiring = succeed(None)  # the services a reload replaced, stopping
+
+    def _wanted(self, cfg):
+        """The services to start (a worker runs only those of its role)."""
+        return [name for name in services_to_start(cfg)
+                if self.worker is None or self.worker.runs(cfg.services[name])]
 
     def _wire(self, services):
         """Point each service at the ones it depends on, among ``services``."""
@@ -203,7 +222,8 @@ class LAppSService(MultiService):
         reload, so that a reload applies them (see ``lapps.reload.LIVE``)."""
         workers = cfg.server["workers"]
         # the worker count is one a restart changes: the cap uses the started one
-        started_workers = max(1, self._started_with["workers"]["workers"])
+        # (a worker process is one of them: its cap is the per-worker one)
+        started_workers = 1 if self.worker else max(1, self._started_with["workers"]["workers"])
         self.factory.max_connections = started_workers * workers["max_connections"]
         self.factory.setProtocolOptions(autoFragmentSize=1392 if workers["auto_fragment"] else 0)
         self.factory.apply_limits(cfg.server["limits"])
@@ -215,13 +235,30 @@ class LAppSService(MultiService):
         super().startService()
         for service in self.lua_services:
             service.startService()
-        self.reactor.callWhenRunning(self._ready)
+        self.reactor.callWhenRunning(self._log_when_ready)
+
+    def _log_when_ready(self):
+        waits = [] if self.bus.redis is None else [self.bus.redis.when_ready()]
+        if self.worker is not None:  # its supervisor's readiness (READY=1) rests on this line
+            waits.append(self.when_ready())
+        DeferredList(waits).addCallback(lambda _: self._ready())
 
     def _ready(self):
-        """The reactor runs (so signals are handled) and the port is bound."""
+        """The reactor runs (so signals are handled), the port is bound and
+        the bus, if Redis, is available; in a worker process, its Lua services
+        have started too (see :meth:`when_ready`)."""
         log.info("lapps ready: {services} services, {description}",
                  lapps_event="server.ready", services=len(self.lua_services),
                  description=self.listener.description)
+
+    def when_ready(self):
+        """A Deferred that fires once the service has started (its port is
+        bound), the reactor runs and every Lua service has started its
+        instances (what ``READY=1`` tells systemd). Ask once started."""
+        running = Deferred()
+        self.reactor.callWhenRunning(running.callback, None)
+        waits = [running] + [s.when_ready() for s in self.lua_services]
+        return DeferredList(waits, fireOnOneErrback=True).addCallback(lambda _: None)
 
     def stopService(self):
         """Stop accepting and close every connection with 1001 (each gets its
@@ -250,6 +287,8 @@ class LAppSService(MultiService):
             yield self.bus.redis.stopService()
         yield self.pam_auth.stopService()
         yield self.acl.stopService()
+        if self.admin is not None:
+            yield self.admin.stopService()
 
     def _stopped(self, in_time, timeout, unstopped):
         if in_time:
@@ -311,7 +350,7 @@ class LAppSService(MultiService):
     def _prepare(self, cfg):
         """Everything that can fail, done before anything changes."""
         running = {s.name: s.config for s in self.lua_services}
-        plan = plan_services(running, services_to_start(cfg), cfg.services)
+        plan = plan_services(running, self._wanted(cfg), cfg.services)
         parts = dataclasses.replace(self.parts, lua_path=cfg.lua_path)
         running_apps_dir = os.environ["LAPPS_APPS_DIR"]
         os.environ["LAPPS_APPS_DIR"] = os.path.join(cfg.apps_dir, "")  # seen at module load

@@ -79,6 +79,15 @@ BUS = Object({
                                expect="a number of seconds from 0.5 to 3600"),
 })
 
+#: The admin listener (lapps.admin): /metrics, /healthz, /readyz and the
+#: status page over plain HTTP, on its own port; port 0 leaves it off.
+ADMIN = Object({
+    "ip": Scalar(str, "127.0.0.1", test=_parses(ipaddress.ip_address),
+                 expect="an IPv4 or IPv6 address"),
+    "port": Scalar(int, 0, minimum=0, maximum=65535),
+    "acl": ACL,
+})
+
 SERVER = Object({
     "listeners": Scalar(int, 2, minimum=0),
     "connection_weight": Scalar(float, 1.0, minimum=0),
@@ -116,6 +125,7 @@ SERVER = Object({
     # writes at once; false keeps every connection on Autobahn's and Twisted's own path
     "fast_path": Scalar(bool, True),
     "bus": BUS,
+    "admin": ADMIN,
 })
 
 SERVICE = Object({
@@ -147,6 +157,8 @@ SERVICE = Object({
                              [], unique=True),
     "permessage_deflate": Scalar(bool, False),
     "handler_timeout": Scalar(float, 1.0, test=lambda v: v > 0, expect="a number of seconds > 0"),
+    # standalone services, with several workers: in every worker rather than once per host
+    "every_worker": Scalar(bool, False),
 })
 
 DIRECTORIES = Object({
@@ -194,6 +206,7 @@ class ServiceConfig:
     allowed_origins: frozenset  # normalised; empty: any origin
     permessage_deflate: bool
     handler_timeout: float
+    every_worker: bool
 
 
 @dataclass(frozen=True)
@@ -276,6 +289,7 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
     _check_cycles(services, source, problems)
 
     _check_bus(server, server_source, server_where, problems)
+    _check_admin(server, server_source, server_where, problems)
 
     certs = server["tls_certificates"]
     certs_base = base_dir if server_source == source else \
@@ -312,6 +326,15 @@ def _check_bus(server, source, where, problems):
                      f"{workers} worker processes cannot share the local bus (bcast channels "
                      'and mqr queues would be separate in each process); set "bus": '
                      '{"backend": "redis", "url": "redis://HOST:PORT/DB"}, or "workers": 1')
+
+
+def _check_admin(server, source, where, problems):
+    """The admin listener needs a port of its own: the WebSocket port stays WebSocket-only."""
+    admin, wildcards = server["admin"], {"0.0.0.0", "::"}
+    if admin["port"] != 0 and admin["port"] == server["port"] and (
+            admin["ip"] == server["ip"] or {admin["ip"], server["ip"]} & wildcards):
+        problems.add(source, f"{where}/admin/port",
+                     f"{admin['port']} is the WebSocket port; give the admin listener its own")
 
 
 _LUA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -372,7 +395,7 @@ def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
         ping_interval=checked["ping_interval"], ping_timeout=checked["ping_timeout"],
         allowed_origins=frozenset(_normalised(checked["allowed_origins"])),
         permessage_deflate=checked["permessage_deflate"],
-        handler_timeout=checked["handler_timeout"])
+        handler_timeout=checked["handler_timeout"], every_worker=checked["every_worker"])
 
 
 def _normalised(origins):

@@ -8,8 +8,12 @@ import sys
 from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
+from lapps import admin, config as configuration
+from lapps import reactor as lapps_reactor
 from lapps.app import LAppSService
 from lapps.config import ConfigError
+from lapps.systemd import SystemdNotifier
+from lapps.workers import reuseport
 
 
 class Options(usage.Options):
@@ -23,11 +27,39 @@ class Options(usage.Options):
         """Load and check everything now, so a bad config stops ``twistd``
         with one line per problem and no traceback."""
         try:
-            self.service = LAppSService(self["config"])
+            self.service = _server(self["config"])
         except ConfigError as e:
             for line in e.lines:
                 print(line, file=sys.stderr)
             raise SystemExit(1)
+
+
+def _server(path):
+    """One process (``workers.workers`` 0 or 1), or a supervisor of worker
+    processes (:mod:`lapps.workers`)."""
+    cfg = configuration.load(path)
+    supervised = cfg.server["workers"]["workers"] > 1
+    _refuse_ports_in_use(cfg, ws_port=not supervised)  # the supervisor reserves its own
+    if supervised:
+        from lapps.workers.supervisor import Supervisor
+        return Supervisor(cfg)
+    return LAppSService(cfg)
+
+
+def _refuse_ports_in_use(cfg, ws_port):
+    """A port already in use stops ``twistd`` here with one line, rather
+    than with a traceback once the service starts."""
+    server, problems = cfg.server, []
+    wanted = [(server["admin"]["ip"], server["admin"]["port"])]
+    if ws_port:
+        wanted.insert(0, (server["ip"], server["port"]))
+    for ip, port in wanted:
+        try:
+            reuseport.check_free(ip, port)
+        except OSError as e:
+            problems.append(f"{cfg.source}: cannot listen on {ip} port {port}: {e.strerror or e}")
+    if problems:
+        raise ConfigError(problems)
 
 
 class ReloadOnHangup(Service):
@@ -56,7 +88,13 @@ def _already_logged(failure):
 
 
 def makeService(options):
+    if options.service.config.server["fast_path"]:  # the epoll reactor's cheaper dispatch
+        lapps_reactor.install(options.service.reactor)
     top = MultiService()
-    options.service.setServiceParent(top)
+    served = options.service  # a single process has its admin listener inside
+    if not isinstance(served, LAppSService):  # a supervisor: around it
+        served = admin.for_supervisor(served)
+    served.setServiceParent(top)
     ReloadOnHangup(options.service).setServiceParent(top)
+    SystemdNotifier(options.service.when_ready).setServiceParent(top)  # after: asks at start
     return top

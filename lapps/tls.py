@@ -16,6 +16,8 @@ from zope.interface import implementer
 
 #: ``tls_server_version`` / ``tls_client_version`` → the lowest version allowed.
 MINIMUM_VERSION = {3: TLSVersion.TLSv1_2, 4: TLSVersion.TLSv1_3}
+#: The same, for the standard library's ``ssl``.
+STDLIB_MINIMUM_VERSION = {3: ssl.TLSVersion.TLSv1_2, 4: ssl.TLSVersion.TLSv1_3}
 
 
 def _read(path):
@@ -69,7 +71,25 @@ def server_options(cert_path, key_path, version):
         raiseMinimumTo=MINIMUM_VERSION[version],
     )
     options.getContext().set_options(SSL.OP_NO_RENEGOTIATION)
+    ciphers = SSL.Connection(options.getContext()).get_cipher_list()
+    options.stdlib_context = server_context(cert_path, key_path, version, ciphers)
     return options
+
+
+def server_context(cert_path, key_path, version, ciphers):
+    """The same TLS settings as an ``ssl.SSLContext``, for the fast path's
+    :mod:`lapps.protocols.stdtls`: certificate chain and key, minimum
+    version, renegotiation refused, the ``ciphers`` pyOpenSSL's options
+    allow (TLS 1.2; TLS 1.3's suites are OpenSSL's defaults in both), and
+    no session tickets (Twisted's options ask for none and turn the session
+    cache off, yet its TLS 1.3 still sends them)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = STDLIB_MINIMUM_VERSION[version]
+    context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
+    context.num_tickets = 0
+    context.set_ciphers(":".join(ciphers))
+    context.load_cert_chain(cert_path, key_path)
+    return context
 
 
 def fingerprint(options):
@@ -80,14 +100,20 @@ def fingerprint(options):
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """The listener's TLS: each new connection is made by the current
-    ``options`` (from :func:`server_options`), which a reload replaces;
-    connections already made keep the certificate they got."""
+    ``options`` (from :func:`server_options`), or its ``context`` (the
+    stdlib twin, for the fast path), which a reload replaces; connections
+    already made keep the certificate they got."""
 
     def __init__(self, options):
         self.options = options
 
     def serverConnectionForTLS(self, protocol):
         return self.options.serverConnectionForTLS(protocol)
+
+    @property
+    def context(self):
+        """The current options' ``ssl.SSLContext`` (:func:`server_context`)."""
+        return self.options.stdlib_context
 
 
 def client_options(ca_file, version, verify=True):

@@ -16,6 +16,8 @@ import cbor2
 import pytest
 import websockets
 
+from redis_server import RedisServer
+
 REPO = Path(__file__).resolve().parents[1]
 APPS = REPO / "apps"
 TEST_APPS = Path(__file__).resolve().parent / "apps"
@@ -84,6 +86,13 @@ class Server:
         return self.process.returncode
 
 
+def run_twistd(config, timeout=60):
+    """``twistd -n lapps`` on ``config`` run to its end (a start that is
+    refused): the CompletedProcess, with stdout and stderr as text."""
+    return subprocess.run(TWISTD + ["-n", "--pidfile=", "lapps", "--config", str(config)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def write_config(directory, services, server=None, applications=APPS):
     """A one-file config on an ephemeral loopback port; returns its path."""
     config = {"server": {"ip": "127.0.0.1", "port": 0, **(server or {})},
@@ -114,22 +123,36 @@ async def subscribe(url, channel):
     return ws
 
 
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory):
+    """A redis-server of the test session's own, on a free loopback port
+    (tests share it under key prefixes of their own)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def start_server(tmp_path):
+def reap():
+    """``reap(server)`` → ``server`` (anything with a ``process``), killed
+    after the test if it is still running."""
+    started = []
+    yield lambda server: started.append(server) or server
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture
+def start_server(tmp_path, reap):
     """``start_server(services, server=None, applications=APPS)`` → a running
     :class:`Server`; every server started is stopped after the test."""
-    started = []
 
     def start(services, server=None, applications=APPS, env=None):
-        s = Server(write_config(tmp_path, services, server, applications), env)
-        started.append(s)
-        return s
+        return reap(Server(write_config(tmp_path, services, server, applications), env))
 
-    yield start
-    for s in started:
-        if s.process.poll() is None:
-            s.process.kill()
-            s.process.wait()
+    return start
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from conftest import APPS, TWISTD, Server, reactive, write_config
+from conftest import APPS, TWISTD, Server, reactive, run_twistd, write_config
 from lapps.acl import Acl, parse_entry, peer_address
 from test_tls import PKI, _has_ipv6_loopback, trusting
 
@@ -464,7 +464,6 @@ def test_lapps_check_and_twistd_refuse_malformed_entries(tmp_path):
     check = subprocess.run([str(LAPPS), "check", str(config)], capture_output=True, text=True,
                            timeout=60)
     assert (check.returncode, check.stdout.splitlines()) == (1, expected)
-    twistd = subprocess.run(TWISTD + ["-n", "--pidfile=", "lapps", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    twistd = run_twistd(config)
     assert (twistd.returncode, twistd.stderr.splitlines()) == (1, expected)
     assert "Traceback" not in twistd.stdout + twistd.stderr

@@ -26,26 +26,19 @@ BLOB = 64 * 1024
 
 
 @pytest.fixture
-def json_server(tmp_path):
+def json_server(tmp_path, reap):
     """``json_server(services, server=None)``: a ``twistd -n lapps`` whose
     log lines are JSON (see :func:`events`); killed after the test."""
-    started = []
-
     def start(services, server=None):
         config = write_config(tmp_path, services, server, applications=TEST_APPS)
-        started.append(Server(config, argv=TWISTD + [
+        return reap(Server(config, argv=TWISTD + [
             "-n", "--pidfile=", "--logger", "lapps.logs.json_lines", "lapps",
             "--config", str(config)],
             listening=re.compile(r'"lapps_event": "listener\.up".*"host": "([^"]+)", '
                                  r'"port": (\d+)'),
             ready=re.compile(r'"lapps_event": "server\.ready"')))
-        return started[-1]
 
-    yield start
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+    return start
 
 
 def events(server, name):

@@ -15,44 +15,32 @@ import websockets
 
 import test_bcast
 import test_mqr
-from conftest import TEST_APPS, TWISTD, Server, reactive, write_config
+from conftest import TEST_APPS, Server, reactive, run_twistd, write_config
 from redis_server import RedisServer, free_port
 from test_mqr import _bitmap, standalone
 
 COUNT = 100_000
 
 
-@pytest.fixture(scope="session")
-def redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def hosts(tmp_path):
+def hosts(tmp_path, reap):
     """``host(name, services, redis_url, ready=patterns, **server_keys)`` → a
     running Server on the Redis bus (prefix unique to the test), once it
     logged each of ``ready``; all are killed after the test."""
-    started = []
     prefix = f"t{uuid.uuid4().hex[:8]}:"
 
     def host(name, services, url, ready=(), **server):
         directory = tmp_path / name
         directory.mkdir()
         bus = {"backend": "redis", "url": url, "prefix": prefix, "consumer_timeout": 2}
-        server = Server(write_config(directory, services, {"bus": bus, **server}, TEST_APPS))
-        started.append(server)
+        server = reap(Server(write_config(directory, services, {"bus": bus, **server},
+                                          TEST_APPS)))
         server.wait_for("bus available")
         for pattern in ready:  # e.g. every instance started
             server.wait_for(pattern)
         return server
 
-    yield host
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+    return host
 
 
 def call(method, *params):
@@ -118,8 +106,7 @@ def test_an_unreachable_redis_stops_the_start_with_one_line(tmp_path):
     config = write_config(tmp_path, {"busprobe": reactive("/p", protocol="LAppS")},
                           {"bus": {"backend": "redis", "url": f"redis://127.0.0.1:{port}/0"}},
                           TEST_APPS)
-    result = subprocess.run(TWISTD + ["-n", "--pidfile=", "lapps", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+    result = run_twistd(config)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"{config}: bus: cannot reach Redis at redis://127.0.0.1:{port}/0: Connection refused"]

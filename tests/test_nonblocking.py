@@ -4,7 +4,6 @@ import asyncio
 import time
 
 import cbor2
-import pytest
 import websockets
 
 from conftest import TEST_APPS, reactive

@@ -3,9 +3,7 @@ depends order, orderly stop, and a thread that does not stop."""
 
 import re
 
-import pytest
-
-from conftest import TEST_APPS, Server, write_config
+from conftest import TEST_APPS, write_config
 
 
 def standalone(**extra):

@@ -28,6 +28,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cert", help="PEM certificate: serve wss")
+    parser.add_argument("--key", help="PEM private key of --cert")
     args = parser.parse_args()
     factory = WebSocketServerFactory(server="autobahn-echo")
     factory.protocol = Echo
@@ -35,7 +37,15 @@ def main():
     factory.setProtocolOptions(webStatus=False, failByDrop=False, allowNullOrigin=True,
                                autoFragmentSize=0, maxMessagePayloadSize=LIMIT,
                                maxFramePayloadSize=LIMIT)
-    reactor.listenTCP(args.port, factory, interface=args.host)
+    if args.cert:
+        from pathlib import Path
+
+        from twisted.internet.ssl import PrivateCertificate
+        pem = Path(args.cert).read_bytes() + Path(args.key).read_bytes()
+        options = PrivateCertificate.loadPEM(pem).options()
+        reactor.listenSSL(args.port, factory, options, interface=args.host)
+    else:
+        reactor.listenTCP(args.port, factory, interface=args.host)
     reactor.run()
 
 

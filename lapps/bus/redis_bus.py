@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 
+from lapps import metrics
 from lapps.bus import address as bus_address
 from lapps.bus.link import Link, Subscriber, probe
 
@@ -55,6 +56,7 @@ class RedisBus(Service):
         self._ready = []             # Deferreds of when_ready(), until the first time up
         self._listening = False      # the subscriber link is up and subscribed
         self._syncing = None
+        metrics.watch_bus(self)
 
     def probe(self):
         """Block until Redis answers a PING, or raise BusUnavailable."""

@@ -41,6 +41,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 
+from lapps import metrics
 from lapps.bus.link import Link
 from lapps.bus.redis_bus import failure_text
 from lapps.services import mqr as local
@@ -366,6 +367,7 @@ class RedisQueues(Service):
         self.bus, self.max_queue = bus, max_queue
         self._lock = threading.Lock()
         self._queues = {}
+        metrics.watch_queues(self)
         self._alive = bus.key(b"alive:", bus.consumer)
         self._patrol = LoopingCall(self._check)
         self._patrol.clock = bus.reactor

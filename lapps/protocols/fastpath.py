@@ -39,11 +39,14 @@ common case and gives every other byte to Autobahn unchanged:
   while nothing is queued, ``write`` sends at once; what the socket does not
   take is queued by Twisted as before, so its buffering and the streaming
   producer's pause and resume are unchanged when the socket is full. TLS
-  (``TLSMemoryBIOProtocol``, unchanged) writes its records to that
+  (:class:`lapps.protocols.stdtls.StdTLS`) writes its records to that
   transport. It gathers a connection's small writes into one record flushed
-  on the next turn, which measured cheaper than a record per write; its
-  flushes of one turn are made from a single reactor call
-  (:class:`CoalescingClock`).
+  on the next turn, which measured cheaper than a record per write (and
+  than a record at the end of each read); its flushes of one turn are made
+  from a single reactor call (:class:`CoalescingClock`).
+  The reactor dispatches these transports' events under a log context
+  cached on the transport (:mod:`lapps.reactor`, ``twistd lapps`` on the
+  epoll reactor).
 
 What the frame path relies on, checked when the connection opens
 (``_onOpen``), else the connection stays on Autobahn's path: the server
@@ -253,6 +256,9 @@ class EagerServer(tcp.Server):
     """A server TCP transport that sends at once what is written while
     nothing is queued, instead of on the reactor's next turn; the rest is
     Twisted's (the queue, the writer registration, the producer's pause)."""
+
+    #: The log context :mod:`lapps.reactor` dispatches this transport's events under.
+    log_context = None
 
     def write(self, data):
         if (self.dataBuffer or self._tempDataBuffer or not self.connected or self.disconnecting

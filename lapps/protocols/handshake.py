@@ -22,6 +22,8 @@ logs it as ``handshake.timeout``.
 
 from twisted.logger import Logger
 
+from lapps import metrics
+
 log = Logger(namespace="lapps.connection")
 
 
@@ -61,6 +63,7 @@ class HandshakeLimits:
 
     def onOpenHandshakeTimeout(self):
         if self.state == self.STATE_CONNECTING:
+            metrics.handshake_result(self, "timeout")
             log.info("{peer} did not complete the opening handshake in {timeout} s; dropped",
                      lapps_event="handshake.timeout", peer=self.peer,
                      timeout=self.openHandshakeTimeout)

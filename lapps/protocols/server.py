@@ -3,15 +3,18 @@ each connection to one instance of its service, and the connection's life
 from the 101 to its single ``onDisconnect``."""
 
 import itertools
+import ssl
 import time
 from http import HTTPStatus
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from lapps import metrics
 from lapps.config import LIMITS
 from lapps.origin import normalise as normalise_origin
 from lapps.protocols.backpressure import OutboundCap
@@ -38,6 +41,8 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
     handler = None
     instance = None
     target = None
+    handshake_result = None  # how the opening handshake ended (lapps.metrics)
+    tls_version = None       # "TLSv1.3", ..., or None on plain ws
     #: Autobahn sets TCP_NODELAY from this in ``connectionMade``, before it
     #: copies its options from the factory, so it must be here: else Nagle
     #: stays on, and over TLS a message of 16 KiB or more (two records) waits
@@ -51,6 +56,7 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
     def connectionLost(self, reason):
         super().connectionLost(reason)
         self.factory.forget(self)
+        metrics.connection_lost(self, reason)
 
     def onConnect(self, request):
         if len(self.factory.protocols) > self.factory.max_connections:
@@ -60,6 +66,7 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
             raise ConnectionDeny(404, f"no service at {request.path}")
         acl = self.factory.acl
         if acl is not None and not acl.admits_to(service.name, self.transport.getPeer(), self.peer):
+            metrics.handshake_result(self, "acl_denied")
             raise ConnectionDeny(403, f"the network ACL of service {service.name} "
                                  "does not admit this address")
         allowed = service.config.allowed_origins
@@ -96,6 +103,8 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
     def onOpen(self):
         self.handler = next(_handler_ids)
         self.opened_at = time.monotonic()
+        metrics.handshake_result(self, "101")
+        self.tls_version = _tls_version(self.transport)
         self.factory.connections[self.handler] = self
         config = self.instance.service.config
         self.cap_outbound(config.max_outbound_buffer, config.outbound_stall_timeout)
@@ -119,10 +128,14 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
             return
         self.factory.broadcasts.drop(handler)
         self.instance.disconnect(handler)
+        service = self.instance.service.name
+        metrics.connection_closed(self, service)
         stats = self.trafficStats
         log.info("{peer} on {target} (handler {handler}) closed: code {code}, "
                  "{duration:.3f} s, {bytes_in} bytes in, {bytes_out} bytes out",
                  lapps_event="connection.close", peer=self.peer, target=self.target,
+                 service=service, subprotocol=self.websocket_protocol_in_use,
+                 tls=self.tls_version,
                  handler=handler, code=code, sent_code=self.localCloseCode, clean=wasClean,
                  duration=time.monotonic() - self.opened_at,
                  bytes_in=stats.incomingOctetsWireLevel, bytes_out=stats.outgoingOctetsWireLevel)
@@ -144,6 +157,13 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
         self.sendMessage(data, opcode == 2)
         return True
 
+    def sendPreparedMessage(self, preparedMsg):
+        """Autobahn's, counting the message as sent (bcast's deliveries:
+        Autobahn writes an uncompressed prepared frame without counting it)."""
+        if self._perMessageCompress is None or preparedMsg.doNotCompress:
+            self.trafficStats.outgoingWebSocketMessages += 1
+        super().sendPreparedMessage(preparedMsg)
+
     def close_with(self, code, reason=None):
         """Start the closing handshake with any RFC 6455 code (Autobahn's
         ``sendClose`` allows only 1000 and 3000-4999)."""
@@ -163,6 +183,7 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
             # RFC 6455 4.4: name the version spoken (Autobahn answers 400)
             code, reason = 426, f"WebSocket version {version.strip()!r} is not supported"
             responseHeaders = [("Sec-WebSocket-Version", "13")]
+        metrics.handshake_result(self, str(code))
         log.info("handshake from {peer} refused with {code}: {reason}",
                  lapps_event="handshake.refused", peer=self.peer, code=code, reason=reason)
         super().failHandshake(reason, code, responseHeaders)
@@ -182,6 +203,15 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
             phrase = "Error"
         head = f"HTTP/1.1 {code} {phrase}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
         self.sendData(head.encode("latin-1") + b"\r\n" + body)
+
+
+def _tls_version(transport):
+    """The TLS version of a connection ("TLSv1.3"), or None without TLS
+    (the handle of Twisted's TLS is its OpenSSL connection, of StdTLS its SSLObject)."""
+    handle = transport.getHandle()
+    if isinstance(handle, ssl.SSLObject):
+        return handle.version()
+    return handle.get_protocol_version_name() if isinstance(handle, SSL.Connection) else None
 
 
 def _origin(header):
@@ -215,6 +245,7 @@ class LAppSServerFactory(WebSocketServerFactory):
         self.max_connections = max_connections
         self.connections = connections
         self.protocols = set()
+        metrics.watch_server(self)
         self._closing = []  # (protocols not gone yet, Deferred) per close() under way
         self._batched_timer = ExactTimer(self.reactor)  # Autobahn's timers, on time
         self.setProtocolOptions(webStatus=False, failByDrop=False, allowNullOrigin=True,

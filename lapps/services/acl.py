@@ -18,6 +18,7 @@ from twisted.internet.interfaces import ILoggingContext, IProtocolFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lapps import metrics
 from lapps.acl import Acl
 
 log = Logger(namespace="lapps.acl")
@@ -69,6 +70,7 @@ class AclService(Service):
         """The global decision for a connecting peer (a Twisted address)."""
         if self.server_acl.allows(address.host):
             return True
+        metrics.refused_at_accept("acl_denied")
         self._denied(GLOBAL, describe_peer(address))
         return False
 

@@ -14,6 +14,8 @@ from autobahn.websocket.protocol import PreparedMessage
 from twisted.application.service import Service
 from twisted.python.threadable import isInIOThread
 
+from lapps import metrics
+
 #: Bytes of broadcasts from standalone threads waiting for the reactor, at most
 #: (one broadcast of any size goes when none waits).
 MAX_BEHIND = 8 * 1024 * 1024
@@ -53,6 +55,7 @@ class Broadcasts(Service):
         self._channels = {}
         self._memberships = {}
         self._behind = Backlog(MAX_BEHIND)  # published from threads, not yet on the reactor
+        metrics.watch_broadcasts(self)
 
     def exists(self, channel):
         return channel in self._channels

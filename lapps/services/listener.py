@@ -26,6 +26,8 @@ class ListenerService(Service):
     drain_timeout = 5.0
     #: What TLS connections schedule their write flushes with (None: the reactor).
     tls_clock = None
+    #: What makes the TLS connections (``fast_path``: :class:`lapps.protocols.stdtls.StdTLSFactory`).
+    tls_factory = TLSMemoryBIOFactory
 
     def __init__(self, endpoint, factory, description, clock, tls=None, acl=None,
                  peer_limits=None):
@@ -39,7 +41,7 @@ class ListenerService(Service):
         super().startService()
         accepting = self.factory
         if self.tls is not None:
-            accepting = TLSMemoryBIOFactory(self.tls, False, accepting, clock=self.tls_clock)
+            accepting = self.tls_factory(self.tls, False, accepting, clock=self.tls_clock)
         if self.peer_limits is not None:
             accepting = self.peer_limits.guard(accepting)
         if self.acl is not None:

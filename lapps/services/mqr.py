@@ -20,6 +20,8 @@ import cbor2
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from lapps import metrics
+
 log = Logger(namespace="lapps.mqr")
 
 #: The default of the server key ``mqr.max_queue``.
@@ -148,6 +150,7 @@ class MessageQueues(Service):
         self.max_queue = max_queue
         self._lock = threading.Lock()
         self._queues = {}
+        metrics.watch_queues(self)
 
     def queue(self, name: bytes) -> Queue:
         """The queue called ``name``, created on first use."""

@@ -29,6 +29,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from lapps import metrics
+
 log = Logger(namespace="lapps.pam_auth")
 
 NOT_ALLOWED = b"PAM service not allowed"
@@ -209,6 +211,7 @@ class PamAuth(Service):
     def _log(self, service, user, peer, ok, reason, detail):
         text = lambda b: None if b is None else b.decode("utf-8", "replace")  # noqa: E731
         emit = log.info if ok else log.warn
+        metrics.pam_logins.labels("ok" if ok else text(reason).lower().replace(" ", "_")).inc()
         emit("PAM login of {user!r} on service {service!r} from {peer}: "
              "{outcome} ({detail})", lapps_event="pam.result",
              service=text(service), user=text(user), peer=peer, ok=ok,

@@ -17,6 +17,7 @@ the forgetting is done in sweeps, when the table has doubled since the last.
 
 from twisted.logger import Logger
 
+from lapps import metrics
 from lapps.services.acl import GuardedFactory, describe_peer
 
 log = Logger(namespace="lapps.limits")
@@ -81,6 +82,7 @@ class PeerLimits:
         """Count a refusal; log it if it is the 1st, 2nd, 4th, ... in a row
         (the reason is worded only then: a flood is refused cheaply)."""
         peer.refused += 1
+        metrics.refused_at_accept("peer_limit")
         if peer.refused & (peer.refused - 1) == 0:  # a power of two
             why = (f"{peer.open} connections open (peer_max_connections)"
                    if limit == "connections" else

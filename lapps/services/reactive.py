@@ -11,11 +11,13 @@ round-robin, at handshake time.
 import collections
 import gc
 import itertools
+from time import perf_counter_ns
 
 from lupa.luajit21 import LuaError, lua_type
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
+from lapps import metrics
 from lapps.lua import modules, runtime as lua
 from lapps.lua.nljson import NlJsonError
 from lapps.protocols import messages
@@ -70,6 +72,7 @@ class Instance:
         self.service, self.index, self.clock = service, index, parts.reactor
         self.max_memory = config.max_memory
         self.generation = 0       # how many times its runtime was rebuilt
+        self.latency = metrics.latency_for(service.name)  # onMessage times, for the metrics
         self._build()
         self.healthy = False
         self.busy = False
@@ -91,7 +94,10 @@ class Instance:
             self._enqueue((callback, connection, handler, args), connection)
             return
         self._current = (callback, connection, handler)
+        started = perf_counter_ns()
         outcome = self._step(callback, handler, *args)
+        if callback == ON_MESSAGE:
+            self.latency.add(perf_counter_ns() - started)
         if outcome != _DONE_TRUE:
             self._settle(outcome)
         if self._queue and not self.busy:
@@ -199,6 +205,7 @@ class Instance:
             self.runtime.set_max_memory(self.max_memory)
         if self.runtime.get_memory_used() + headroom <= self.max_memory:
             return True
+        metrics.memory_cap_hits.labels(self.service.name).inc()
         log.error("service {service} instance {instance} has no memory for a message of "
                   "{size} bytes (max_memory {max_memory})", lapps_event="instance.memory",
                   service=self.service.name, instance=self.index, size=size,
@@ -217,7 +224,11 @@ class Instance:
                 connection.send_raw(2, args[0])
                 continue
             self._current = (callback, connection, handler)
-            self._settle(self._step(callback, handler, *args))
+            started = perf_counter_ns()
+            outcome = self._step(callback, handler, *args)
+            if callback == ON_MESSAGE:
+                self.latency.add(perf_counter_ns() - started)
+            self._settle(outcome)
 
     def _settle(self, outcome):
         """Act on what the coroutine returned: a finished callback, or a
@@ -250,6 +261,8 @@ class Instance:
             self._report(callback.decode(), value, handler, timed_out=outcome[1] == b"timeout")
             if callback == ON_MESSAGE:
                 connection.close_with(1011, b"service error")
+            if value == _OUT_OF_MEMORY:
+                metrics.memory_cap_hits.labels(self.service.name).inc()
             if value == _OUT_OF_MEMORY and callback in _REBUILT_AFTER and not self.stopping:
                 self._rebuild("its Lua runtime ran out of memory")
         if callback == ON_START:
@@ -308,6 +321,7 @@ class Instance:
         never saw there: a client may leave before its first message).
         """
         victims = self._connections()
+        metrics.instance_rebuilds.labels(self.service.name).inc()
         log.error("service {service} instance {instance}: {why}; rebuilding it, and closing "
                   "with 1012 the other connections bound to it ({count})",
                   lapps_event="instance.rebuild",
@@ -339,12 +353,14 @@ class Instance:
         if isinstance(traceback, bytes):
             traceback = traceback.decode("utf-8", "replace")
         if timed_out:
+            metrics.lua_timeouts.labels(self.service.name).inc()
             log.error("{service}[{instance}].{callback} (handler {handler}) stopped after "
                       "handler_timeout ({timeout} s):\n{traceback}", lapps_event="lua.timeout",
                       service=self.service.name, instance=self.index, callback=callback,
                       handler=handler, timeout=self.service.config.handler_timeout,
                       traceback=traceback)
             return
+        metrics.lua_errors.labels(self.service.name).inc()
         log.error("Lua error in {service}[{instance}].{callback} (handler {handler}):\n{traceback}",
                   lapps_event="lua.error", service=self.service.name, instance=self.index,
                   callback=callback, handler=handler, traceback=traceback)

@@ -1,0 +1,28 @@
+"""What makes an ``LAppSService`` one worker among several (its
+``worker`` argument): where it listens and which services it runs."""
+
+from dataclasses import dataclass
+
+from lapps.workers.reuseport import ReusePortEndpoint
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """Worker ``index`` (from 0) of a server whose port is ``port``.
+
+    Standalone services run in worker 0 only, unless their descriptor says
+    ``"every_worker": true``: they are loops of the host (a producer, a
+    poller), not per-connection work, and worker 0 rather than the parent
+    keeps the supervisor free of Lua (a runaway or crashing service takes
+    down a worker, which is restarted, never the supervisor)."""
+
+    index: int
+    port: int
+
+    def endpoint(self, server, reactor):
+        """The listening endpoint, on the shared port."""
+        return ReusePortEndpoint(reactor, self.port, server["ip"], eager=server["fast_path"])
+
+    def runs(self, service):
+        """Whether this worker runs ``service`` (a ServiceConfig)."""
+        return not service.standalone or service.every_worker or self.index == 0

@@ -1,0 +1,101 @@
+"""A worker process, as the supervisor starts it::
+
+    python -m lapps.workers.worker --config PATH --index I --port P --log-fd 3 --supervisor PID
+
+One whole ``LAppSService`` (:class:`lapps.workers.role.WorkerRole`) on its
+own reactor: it listens on the shared port, logs its events as JSON lines
+on ``--log-fd`` for the supervisor to relay, stops on SIGTERM as a single
+server does and reloads on SIGHUP. Lua's ``print`` writes to stdout, which
+is the supervisor's. Exit status: 0 after a stop, 78 (EX_CONFIG) when the
+config or a service does not load, 1 when the port cannot be bound."""
+
+import argparse
+import ctypes
+import os
+import signal
+import sys
+
+from twisted.application.service import MultiService
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+
+log = Logger(namespace="lapps.workers")
+
+EX_CONFIG = 78
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(supervisor):
+    """Have the kernel send SIGTERM when the supervisor dies, even by
+    SIGKILL, so that no worker serves on as an orphan; exit if it is
+    already gone."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:
+        sys.exit(0)
+
+
+def _stop_once(reactor):
+    """The first SIGTERM or SIGINT stops the worker; later ones are
+    ignored (the supervisor forwards a stop that systemd or a terminal may
+    also have sent the whole process group, and Twisted's handler would
+    fail on the second; a worker that does not stop is killed)."""
+    def stop(number, frame):
+        for name in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(name, signal.SIG_IGN)
+        reactor.sigTerm(number, frame)
+
+    for name in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(name, stop)
+
+
+def _log_to(fd):
+    os.set_inheritable(fd, False)  # not to what Lua may spawn: the pipe ends with this process
+    out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(out, recordSeparator="")],
+                                     redirectStandardIO=False)
+
+
+def main(argv=None):
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is there
+    parser = argparse.ArgumentParser(prog="lapps.workers.worker")
+    for name in ("--index", "--port", "--log-fd", "--supervisor"):
+        parser.add_argument(name, type=int, required=True)
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    _die_with(args.supervisor)
+    _log_to(args.log_fd)
+
+    from twisted.internet import reactor
+
+    from lapps import reactor as lapps_reactor
+    from lapps.app import LAppSService
+    from lapps.config import ConfigError
+    from lapps.tap import ReloadOnHangup
+    from lapps.workers.role import WorkerRole
+
+    try:
+        lapps = LAppSService(args.config, reactor, worker=WorkerRole(args.index, args.port))
+    except ConfigError as e:
+        for line in e.lines:
+            log.error("worker {index} cannot start: {line}", lapps_event="worker.config_error",
+                      index=args.index, line=line)
+        return EX_CONFIG
+    if lapps.config.server["fast_path"]:  # as twistd lapps does for one process
+        lapps_reactor.install(reactor)
+    top = MultiService()
+    lapps.setServiceParent(top)
+    ReloadOnHangup(lapps).setServiceParent(top)
+    try:
+        top.startService()
+    except CannotListenError as e:
+        log.error("worker {index} cannot listen: {reason}", lapps_event="worker.listen_failed",
+                  index=args.index, reason=str(e.socketError))
+        return 1
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.callWhenRunning(_stop_once, reactor)  # after Twisted's own handlers
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
