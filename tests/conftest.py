@@ -48,6 +48,15 @@ class Server:
             self._new.put(raw.decode("utf-8", "replace").rstrip("\n"))
         self._new.put(None)
 
+    def wait_started(self, services):
+        """Block until every instance of ``services`` (name → descriptor) has
+        started: "lapps ready" comes before the services that wait for their
+        ``depends`` (those of etc/echo_lapps.json do)."""
+        for name, descriptor in services.items():
+            if descriptor.get("auto_start", True):
+                self.wait_for(rf"service {name} instance \d+ started",
+                              count=descriptor.get("instances", 1))
+
     def wait_for(self, pattern, timeout=15.0, count=1):
         """Block until ``count`` output lines (seen so far or arriving) match
         ``pattern``; return the last match. Fails on timeout or exit."""

@@ -55,6 +55,7 @@ def test_demo_page_in_chromium(start_server):
     assert (BROWSER / "node_modules" / "playwright-core").is_dir(), \
         f"playwright-core is not installed in tests/browser: {SETUP}"
     server = start_server(SERVICES)
+    server.wait_started(SERVICES)
     code, seen, output = node("demo.mjs", server.url("/echo_lapps"),
                               "--echoes", 10, "--times", 2, "--timeout", 30000, timeout=90)
     assert code == 0 and seen["ok"], output

@@ -243,28 +243,38 @@ def test_mqr_moves_100000_messages_between_hosts_none_lost_none_twice(redis, hos
         assert host.count("Lua error") == 0
 
 
+async def _ask(url, command, answer):
+    async with websockets.connect(url) as ws:
+        await ws.send(command)
+        assert await asyncio.wait_for(ws.recv(), 10) == answer
+
+
 def test_mqr_loses_nothing_when_a_receiving_host_is_killed(redis, hosts, tmp_path):
     """Host B is killed (SIGKILL) mid-stream; what it had read and not
     finished goes to host C's receivers: every number is recorded by a
-    receiver, and only numbers B recorded may be recorded again by C."""
+    receiver, and only numbers B recorded may be recorded again by C. The
+    sender's closing {done} messages wait until C has taken B's entries
+    (C's receivers stop at them)."""
     count = 20_000
     out = tmp_path / "got-"
     settings = {"queue": "work", "count": count, "receivers": 2, "out": str(out),
-                "mark": 2000}
+                "mark": 2000, "release": "release"}
     receiving = {"busrecorder": standalone(instances=2, preload=["mqr", "nap"],
                                            settings=settings)}
     doomed = hosts("b", receiving, redis.url, ready=started("busrecorder", 2))
     survivor = hosts("c", receiving, redis.url, ready=started("busrecorder", 2))
-    sender = hosts("a", {"mqcount_sender": standalone(preload=["mqr", "nap"], settings=settings)},
+    sender = hosts("a", {"mqcount_sender": standalone(preload=["mqr", "nap"], settings=settings),
+                         "mqprobe": reactive("/mq", preload=["mqr"])},
                    redis.url, mqr={"max_queue": 200})
     doomed.wait_for(r"busrecorder mark", timeout=60)
     doomed.process.kill()
     doomed.process.wait()
     started_at = time.monotonic()
+    survivor.wait_for(r"mqr queue work: took \d+ entries of the dead consumer", timeout=60)
+    asyncio.run(_ask(sender.url("/mq"), "postraw release go", "true nil"))
     sender.wait_for(rf"mqcount sent {count} full=\d+", timeout=300)
     done = [survivor.wait_for(r"busrecorder done (\d+) count=(\d+)", timeout=60, count=n)
             for n in (1, 2)]
-    survivor.wait_for(r"mqr queue work: took \d+ entries of the dead consumer", timeout=1)
     recorded = {}
     for path in tmp_path.glob("got-*"):
         recorded[path.name] = [int(line) for line in path.read_text().split()]

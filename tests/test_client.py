@@ -35,6 +35,7 @@ return silent
 def server(tmp_path_factory):
     """One echo_lapps server (port 0) for the module; stopped by pid."""
     s = Server(write_config(tmp_path_factory.mktemp("echo_lapps"), SERVICES))
+    s.wait_started(SERVICES)
     yield s
     try:
         s.stop()

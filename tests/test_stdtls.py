@@ -60,9 +60,10 @@ class Link:
     """A StdTLS server connection on an in-memory TCP transport, and a real
     TLS client whose records the test feeds to it."""
 
-    def __init__(self, pki):
+    def __init__(self, pki, protocol=Collect):
         self.clock = Clock()
-        factory = StdTLSFactory(server_tls(pki), False, Factory.forProtocol(Collect), clock=self.clock)
+        factory = StdTLSFactory(server_tls(pki), False, Factory.forProtocol(protocol),
+                                clock=self.clock)
         self.server = factory.buildProtocol(None)
         self.tcp = StringTransport()
         self.server.makeConnection(self.tcp)
@@ -147,10 +148,62 @@ def test_the_peers_close_notify_is_answered_and_tcp_closed(pki):
     assert link.tcp.disconnecting
 
 
+class Echo(Collect):
+    """Answers each read at once, as a service answering a message does."""
+
+    def dataReceived(self, data):
+        super().dataReceived(data)
+        self.transport.write(data)
+
+
+def test_an_answer_made_in_the_read_that_ends_with_close_notify_precedes_it(pki):
+    link = Link(pki, Echo)
+    message = link.records(b"last words")
+    with pytest.raises(ssl.SSLWantReadError):
+        link.client.unwrap()  # close_notify, in the same TCP read as the message
+    link.server.dataReceived(message + link.outgoing.read())
+    assert link.client_reads() == (b"last words", True)
+
+
 def test_a_tcp_end_without_close_notify_is_connection_lost(pki):
     link = Link(pki)
     link.server.connectionLost(Failure(ConnectionDone()))
     assert link.app.reason.check(ConnectionLost)
+
+
+class StreamingProducer:
+    """A registered streaming producer that does nothing (lapps registers one per connection)."""
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+def test_writes_between_lose_connection_and_unregister_producer_precede_close_notify(pki):
+    link = Link(pki)
+    link.server.registerProducer(StreamingProducer(), True)
+    link.server.loseConnection()
+    link.server.write(b"last words")  # allowed while a producer is registered
+    link.server.unregisterProducer()  # now close_notify
+    link.clock.advance(0)
+    assert link.client_reads() == (b"last words", True)
+    link.server.connectionLost(Failure(ConnectionDone()))
+    assert not link.app.reason.check(ssl.SSLError)
+
+
+def test_an_abort_drops_gathered_writes_and_is_no_tls_error(pki):
+    link = Link(pki)
+    link.server.write(b"never sent")
+    link.server.abortConnection()
+    link.clock.advance(0)  # the gathered writes' turn comes before TCP's connectionLost
+    assert link.client_reads() == (b"", True)  # close_notify alone
+    link.server.connectionLost(Failure(ConnectionDone()))
+    assert link.app.reason.check(ConnectionLost)  # as Twisted's TLS says of an abort
 
 
 # --- the real server ---------------------------------------------------------------

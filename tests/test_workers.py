@@ -286,3 +286,22 @@ def test_a_worker_that_cannot_be_spawned_is_tried_again_with_backoff(tmp_path, r
     assert [w.pid for w in supervisor.workers] == [None, None]
     supervisor.stopService()
     assert not reactor.getDelayedCalls()  # no retry left behind
+
+
+def test_the_log_relay_reassembles_split_lines_and_skips_unreadable_ones():
+    from twisted.logger import eventAsJSON
+    from lapps.workers.relay import EventRelay
+
+    published, seen = [], []
+    relay = EventRelay(3, 4242, seen.append, publisher=published.append)
+    good = [eventAsJSON({"lapps_event": f"e{i}", "text": "é\n"}).encode() + b"\n"
+            for i in range(3)]
+    stream = (good[0] + b"\xff\xfe\n" + b"123\n" + b"[" * 100_000 + b"\n" + good[1]
+              + b'{"cut": \n' + good[2])
+    for i in range(0, len(stream), 7):  # every line split across reads
+        relay.data_received(stream[i:i + 7])
+    relay.flush()
+    assert [e["lapps_event"] for e in published] == ["e0", "e1", "e2"]
+    assert [e["text"] for e in published] == ["é\n"] * 3
+    assert all(e["lapps_worker"] == 3 and e["lapps_worker_pid"] == 4242 for e in published)
+    assert seen == published

@@ -132,7 +132,8 @@ class StdTLS(ProtocolWrapper):
             except SSLError:
                 self._tls_finished(Failure())
                 return
-            if not plain:  # close_notify: answer it; TLS is over
+            if not plain:  # close_notify: answer it, after what this read made; TLS is over
+                self._flush()
                 self._shutdown()
                 self._tls_finished(None)
                 return
@@ -174,8 +175,8 @@ class StdTLS(ProtocolWrapper):
                 self._flush_call.cancel()
             self._flush_call = None
         gathered = self._gathered
-        if not gathered or self._lost or not self._handshake_done:
-            return
+        if not gathered or self._lost or self._aborted or not self._handshake_done:
+            return  # (an abort drops what is gathered: its close_notify is already out)
         data = gathered[0] if len(gathered) == 1 else b"".join(gathered)
         self._gathered, self._gathered_size = [], 0
         try:
@@ -206,6 +207,7 @@ class StdTLS(ProtocolWrapper):
         self._producer = None
         self.transport.unregisterProducer()
         if self.disconnecting:
+            self._flush()  # what was written since loseConnection goes before close_notify
             self._shutdown()
 
     # The end.

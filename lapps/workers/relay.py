@@ -36,7 +36,9 @@ class EventRelay:
             return
         try:
             event = eventFromJSON(line.decode("utf-8"))
-        except ValueError:  # (UnicodeDecodeError is one)
+        except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+            event = None
+        if not isinstance(event, dict):  # raising here would close the worker's log pipe
             log.warn("unreadable log line from worker {index}: {line!r}",
                      lapps_event="worker.bad_log_line", index=self.index, line=line[:200])
             return

@@ -1,5 +1,6 @@
 -- mqcount_sender: posts {n = 1} .. {n = count} (settings.count) to the queue
--- settings.queue, then one {done = true} per receiver (settings.receivers).
+-- settings.queue, then one {done = true} per receiver (settings.receivers);
+-- with settings.release, only once something is posted to that queue.
 -- A full queue makes it nap for a millisecond and retry the same message.
 mqcount_sender = {}
 
@@ -25,6 +26,9 @@ function mqcount_sender.run()
   local count, full = settings.count, 0
   for n = 1, count do
     full = full + post(sleeper, { n = n })
+  end
+  if settings.release then
+    assert(mqr.create(settings.release):recv())
   end
   for _ = 1, settings.receivers do
     post(sleeper, { done = true })
