@@ -400,7 +400,7 @@ def test_supervisor_adds_up_the_workers(tmp_path, monkeypatch):
 def test_a_worker_folds_its_numbers_into_its_files(host, tmp_path, monkeypatch):
     """A server started with the supervisor's environment writes what it
     reads and accumulates (messages, open connections, Lua call times) every
-    second and at its stop, so the supervisor's exposition sees them."""
+    FOLD_INTERVAL and at its stop, so the supervisor's exposition sees them."""
     from lapps import metrics
     directory = tmp_path / "metrics"
     directory.mkdir()
@@ -421,8 +421,10 @@ def test_a_worker_folds_its_numbers_into_its_files(host, tmp_path, monkeypatch):
             for n in range(3):
                 await ws.send(f"who {n}")
                 await ws.recv()
+            # (a fold writes one value after another: wait for both)
             await asyncio.to_thread(aggregated_until, lambda s: s(
-                "lapps_messages_received_total", service="probe") == 3)
+                "lapps_messages_received_total", service="probe") == 3 and s(
+                "lapps_connections_open", service="probe") == 1)
             assert metrics.open_connections() == {"probe": 1}
             await ws.send("who last")
             await ws.recv()

@@ -171,7 +171,7 @@ def open_connections():
         return sources.open_connections()
     counts = {}
     for family in _aggregate().collect():
-        if family.name == connections_open._name:
+        if family.name == "lapps_connections_open":  # metrics.connections_open
             for sample in family.samples:
                 counts[sample.labels["service"]] = int(sample.value)
     return counts

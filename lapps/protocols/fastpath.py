@@ -337,15 +337,17 @@ class EagerPort(tcp.Port):
 @implementer(IStreamServerEndpoint)
 class EagerTCPServerEndpoint:
     """Listens like ``TCP4ServerEndpoint``/``TCP6ServerEndpoint`` (by the
-    interface's address family), with :class:`EagerServer` transports."""
+    interface's address family), with :class:`EagerServer` transports; or
+    with the ports of ``port_class`` (a ``tcp.Port``: a worker's, say)."""
 
-    def __init__(self, reactor, port, interface="", backlog=50):
+    def __init__(self, reactor, port, interface="", backlog=50, port_class=EagerPort):
         self.reactor, self.port, self.interface, self.backlog = reactor, port, interface, backlog
+        self.port_class = port_class
 
     def listen(self, factory):
         return defer.execute(self._listen, factory)
 
     def _listen(self, factory):
-        port = EagerPort(self.port, factory, self.backlog, self.interface, self.reactor)
+        port = self.port_class(self.port, factory, self.backlog, self.interface, self.reactor)
         port.startListening()
         return port

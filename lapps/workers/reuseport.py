@@ -11,11 +11,9 @@ does not listen receives no connection)."""
 
 import socket
 
-from twisted.internet import defer, tcp
-from twisted.internet.interfaces import IStreamServerEndpoint
-from zope.interface import implementer
+from twisted.internet import tcp
 
-from lapps.protocols.fastpath import EagerPort
+from lapps.protocols.fastpath import EagerPort, EagerTCPServerEndpoint
 
 
 def _family(ip):
@@ -70,20 +68,8 @@ class EagerReusePort(_ReusePort, EagerPort):
     """The fast path's eager-write transports (``fast_path`` on)."""
 
 
-@implementer(IStreamServerEndpoint)
-class ReusePortEndpoint:
+def endpoint(reactor, port, interface, eager):
     """Listens on ``interface``:``port`` beside the other workers, with the
     fast path's transports when ``eager``."""
-
-    def __init__(self, reactor, port, interface, eager, backlog=50):
-        self.reactor, self.port, self.interface = reactor, port, interface
-        self.port_class = EagerReusePort if eager else ReusePort
-        self.backlog = backlog
-
-    def listen(self, factory):
-        return defer.execute(self._listen, factory)
-
-    def _listen(self, factory):
-        port = self.port_class(self.port, factory, self.backlog, self.interface, self.reactor)
-        port.startListening()
-        return port
+    return EagerTCPServerEndpoint(reactor, port, interface,
+                                  port_class=EagerReusePort if eager else ReusePort)

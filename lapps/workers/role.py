@@ -3,7 +3,7 @@
 
 from dataclasses import dataclass
 
-from lapps.workers.reuseport import ReusePortEndpoint
+from lapps.workers import reuseport
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class WorkerRole:
 
     def endpoint(self, server, reactor):
         """The listening endpoint, on the shared port."""
-        return ReusePortEndpoint(reactor, self.port, server["ip"], eager=server["fast_path"])
+        return reuseport.endpoint(reactor, self.port, server["ip"], eager=server["fast_path"])
 
     def runs(self, service):
         """Whether this worker runs ``service`` (a ServiceConfig)."""
