@@ -9,6 +9,7 @@ backpressure and write order over real sockets while writes go out at once."""
 
 import asyncio
 import json
+from unittest import mock
 
 import pytest
 import websockets
@@ -23,6 +24,7 @@ from twisted.logger import globalLogPublisher
 from conftest import reactive
 from lapps import config as configuration
 from lapps.protocols.backpressure import OutboundCap
+from lapps.protocols import fastpath
 from lapps.protocols.fastpath import CoalescingClock, FastPath
 from test_autobahn import CORE, assert_conformant
 from test_backpressure import (BLOB, assert_closed_at_cap, events, flood_until_closed,
@@ -204,11 +206,37 @@ options = st.fixed_dictionaries({"max_size": st.sampled_from([0, 100, 1000, 16 *
                                  "utf8": st.sampled_from([True, True, False])})
 
 
+#: The fast path's unmasking: websockets's C ``apply_mask`` where its
+#: speedups are installed, and the big-integer XOR that replaces it elsewhere.
+UNMASKERS = [fastpath.unmask_python] + ([fastpath.unmask_compiled] if fastpath.apply_mask else [])
+
+
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(stream=streams, options=options, data=st.data())
-def test_fast_and_slow_paths_agree_on_random_frame_streams(stream, options, data):
+@given(stream=streams, options=options, unmask=st.sampled_from(UNMASKERS), data=st.data())
+def test_fast_and_slow_paths_agree_on_random_frame_streams(stream, options, unmask, data):
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=6), label="cuts")
-    assert_same(stream, cuts, **options)
+    with mock.patch.object(fastpath, "unmask", unmask):
+        assert_same(stream, cuts, **options)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=3000), mask=st.binary(min_size=4, max_size=4),
+       bounds=st.tuples(st.integers(0, 3000), st.integers(0, 3000)).map(sorted))
+def test_every_unmasker_xors_the_payload_with_the_repeated_mask(data, mask, bounds):
+    start, end = (min(b, len(data)) for b in bounds)
+    expected = bytes(b ^ mask[i % 4] for i, b in enumerate(data[start:end]))
+    assert [unmask(data, start, end, mask) for unmask in UNMASKERS] == [expected] * len(UNMASKERS)
+
+
+def test_websockets_c_speedups_unmask_where_installed():
+    """lapps depends on websockets, whose wheels carry the C ``apply_mask``:
+    where it imports, the fast path uses it; else the big integers."""
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:
+        assert fastpath.unmask is fastpath.unmask_python
+    else:
+        assert fastpath.apply_mask is apply_mask and fastpath.unmask is fastpath.unmask_compiled
 
 
 #: One of every kind, valid: short and 16-bit lengths, text with multi-byte

@@ -59,10 +59,11 @@ that, like lapps's, overrides none of Autobahn's per-frame callbacks
 (``onMessageBegin``, ``onMessageFrame*``, ``onMessageEnd``), which the fast
 path does not call.
 
-Unmasking uses Autobahn's NVX masker (C, through cffi) for large payloads
-and Python's big integers for small ones; UTF-8 is checked by
-``bytes.isascii`` or else by Autobahn's own validator, so the verdict is
-Autobahn's. Nothing here needs a compiler.
+Unmasking uses the C ``apply_mask`` of websockets's speedups (a dependency
+of lapps; its wheels carry them), or Python's big integers where websockets
+was installed without them; UTF-8 is checked by ``bytes.isascii`` or else
+by Autobahn's own validator, so the verdict is Autobahn's. Nothing here
+needs a compiler.
 """
 
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -72,9 +73,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 try:
-    from _nvx_xormasker import ffi as _ffi, lib as _nvx
-except ImportError:  # Autobahn installed without NVX: big integers throughout
-    _nvx = None
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets installed without its C speedups: big integers
+    apply_mask = None
 
 log = Logger(namespace="lapps.connection")
 
@@ -83,9 +84,6 @@ _CONNECTING = WebSocketProtocol.STATE_CONNECTING
 _PROXY_CONNECTING = WebSocketProtocol.STATE_PROXY_CONNECTING
 _TEXT, _BINARY = 0x81, 0x82  # first header octet: FIN, no RSV, opcode 1 or 2
 _NO_LIMIT = 1 << 63
-
-#: Payloads from this size up are unmasked in C (below, big integers win).
-NVX_FROM = 256
 
 #: The headers of unmasked server frames of 0-125 octets, by length.
 _SHORT_TEXT = [bytes((_TEXT, n)) for n in range(126)]
@@ -104,19 +102,22 @@ def _least(*limits):
     return min((n for n in limits if n > 0), default=_NO_LIMIT)
 
 
-def unmask(data, start, end, mask):
-    """``data[start:end]`` XORed with the 4-octet ``mask`` (RFC 6455 5.3)."""
+def unmask_python(data, start, end, mask):
+    """``data[start:end]`` XORed with the 4-octet ``mask`` (RFC 6455 5.3),
+    as one big-integer XOR."""
     n = end - start
-    if n >= NVX_FROM and _nvx is not None:
-        payload = bytearray(memoryview(data)[start:end])
-        masker = _nvx.nvx_xormask_new(mask)
-        _nvx.nvx_xormask_process(masker, _ffi.from_buffer(payload), n)
-        _nvx.nvx_xormask_free(masker)
-        return bytes(payload)
     if n == 0:
         return b""
     key = int.from_bytes((mask * ((n + 3) >> 2))[:n], "little")
     return (int.from_bytes(data[start:end], "little") ^ key).to_bytes(n, "little")
+
+
+def unmask_compiled(data, start, end, mask):
+    """The same, by websockets's C ``apply_mask`` on a view (one copy)."""
+    return apply_mask(memoryview(data)[start:end], mask)
+
+
+unmask = unmask_python if apply_mask is None else unmask_compiled
 
 
 class FastPath:
