@@ -8,9 +8,12 @@ Starts one server of bench/run.py (pinned to the first CPU, wsbench to the
 second, as there), samples it with py-spy (installed in bench/.venv on first
 use) for ``--duration`` seconds while wsbench drives it, and prints the
 functions with the most samples: by self time (where the CPU is spent) and
-by total time (what it is spent under). Idle time (waiting in epoll) is not
-sampled. ``--config-extra '{"fast_path": false}'`` adds server keys to the
-lapps config, to profile the same server with the fast path off.
+by total time (what it is spent under), preceded by the share of the
+server's CPU spent in user space and in the kernel (``/proc``, over the
+sampling window).
+Idle time (waiting in epoll) is not sampled. ``--config-extra '{"fast_path":
+false}'`` adds server keys to the lapps config, to profile the same server
+with the fast path off.
 """
 
 import argparse
@@ -93,14 +96,19 @@ def main():
             "-d", str(args.duration + 3), "-S", str(proc.pid)] + (["-t"] if server.tls else []),
             stdout=subprocess.PIPE, text=True)
         raw = tmp / "raw.txt"
+        user_before, system_before = bench.cpu_times(proc.pid)
         subprocess.run([str(spy), "record", "--pid", str(proc.pid), "--duration",
                         str(int(args.duration)), "--rate", "250", "--format", "raw",
                         "--nonblocking", "--output", str(raw)],
                        check=True, capture_output=True)
+        user_after, system_after = bench.cpu_times(proc.pid)
+        user, system = user_after - user_before, system_after - system_before
         result = json.loads(load.communicate(timeout=60)[0].strip().splitlines()[-1])
         rate, cpu = result["msgs_per_s"], result["server_cpu"]
         print(f"{server.key}, {args.conns} × {args.size} B: {rate:,.0f} msgs/s, "
-              f"{cpu / rate * 1e6:.1f} server CPU-µs/msg (sampled, so a little more)")
+              f"{cpu / rate * 1e6:.1f} server CPU-µs/msg (sampled, so a little more), "
+              f"{100 * user / (user + system):.0f} % of it in user space, "
+              f"{100 * system / (user + system):.0f} % in the kernel")
         print(summarize(raw, args.top))
     finally:
         procs.stop_all()

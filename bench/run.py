@@ -110,11 +110,17 @@ def wait_listening(proc, port, timeout=60.0, what="server"):
             time.sleep(0.05)
 
 
-def cpu_seconds(pid):
-    """utime+stime of a process (all its threads), from /proc/<pid>/stat."""
+def cpu_times(pid):
+    """(utime, stime) of a process (all its threads) in seconds, from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / hz, int(fields[12]) / hz
+
+
+def cpu_seconds(pid):
+    """utime+stime of a process (all its threads)."""
+    return sum(cpu_times(pid))
 
 
 def machine_cpu():

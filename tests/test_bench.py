@@ -3,6 +3,7 @@ lapps and C echo servers under the real load generator. It checks that
 numbers come out, never how fast anything is."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -35,3 +36,14 @@ def test_smoke_run_reports_both_servers(tmp_path):
         assert run["command"] and run["wsbench_command"]
     for row in data["summary"]:
         assert row["msgs_per_s_median"] > 0 and row["cpu_us_per_msg_median"] > 0
+
+
+def test_lua_call_times_the_echo_services_call():
+    """bench/lua_call.py runs echo.lua's onMessage through the dispatcher
+    and ws:send (it checks the call's outcome itself) and reports a time."""
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "lua_call.py"),
+                             "--size", "128", "--number", "1000"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.fullmatch(r"the Lua call of one 128 B echo: \d+\.\d\d µs \(best of 5 × 1,000\)\n",
+                        result.stdout), result.stdout
