@@ -66,6 +66,8 @@ by Autobahn's own validator, so the verdict is Autobahn's. Nothing here
 needs a compiler.
 """
 
+import struct
+
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import defer, tcp
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -90,11 +92,8 @@ _SHORT_TEXT = [bytes((_TEXT, n)) for n in range(126)]
 _SHORT_BINARY = [bytes((_BINARY, n)) for n in range(126)]
 
 
-def _long_header(b0, n):
-    """The header of an unmasked server frame of ``n`` >= 126 payload octets."""
-    if n < 0x10000:
-        return bytes((b0, 126)) + n.to_bytes(2, "big")
-    return bytes((b0, 127)) + n.to_bytes(8, "big")
+#: The headers of unmasked server frames with 16-bit and 64-bit lengths.
+_HEADER_16, _HEADER_64 = struct.Struct(">BBH").pack, struct.Struct(">BBQ").pack
 
 
 def _least(*limits):
@@ -102,22 +101,16 @@ def _least(*limits):
     return min((n for n in limits if n > 0), default=_NO_LIMIT)
 
 
-def unmask_python(data, start, end, mask):
-    """``data[start:end]`` XORed with the 4-octet ``mask`` (RFC 6455 5.3),
-    as one big-integer XOR."""
-    n = end - start
-    if n == 0:
-        return b""
+def unmask_python(payload, mask):
+    """``payload`` XORed with the 4-octet ``mask`` repeated (RFC 6455 5.3),
+    as one big-integer XOR: where websockets has no C ``apply_mask``."""
+    n = len(payload)
     key = int.from_bytes((mask * ((n + 3) >> 2))[:n], "little")
-    return (int.from_bytes(data[start:end], "little") ^ key).to_bytes(n, "little")
+    return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
 
 
-def unmask_compiled(data, start, end, mask):
-    """The same, by websockets's C ``apply_mask`` on a view (one copy)."""
-    return apply_mask(memoryview(data)[start:end], mask)
-
-
-unmask = unmask_python if apply_mask is None else unmask_compiled
+#: ``unmask(payload, mask)``: websockets's C ``apply_mask`` where it is installed.
+unmask = unmask_python if apply_mask is None else apply_mask
 
 
 class FastPath:
@@ -180,7 +173,7 @@ class FastPath:
                 start = pos + 8
                 if start > size:
                     break
-                n = int.from_bytes(data[pos + 2:pos + 4], "big")
+                n = data[pos + 2] << 8 | data[pos + 3]
                 if n < 126:
                     break  # not the minimal encoding: Autobahn's protocol violation
             else:
@@ -193,7 +186,7 @@ class FastPath:
             end = start + n
             if end > size or n > self._in_limit:
                 break  # partial, or over a limit: Autobahn waits or fails it
-            payload = unmask(data, start, end, data[start - 4:start])
+            payload = unmask(data[start:end], data[start - 4:start])
             if b0 == _TEXT and self.utf8validateIncoming and not payload.isascii():
                 validator = self.utf8validator
                 validator.reset()
@@ -228,7 +221,8 @@ class FastPath:
         if n < 126:
             header = _SHORT_BINARY[n] if isBinary else _SHORT_TEXT[n]
         else:
-            header = _long_header(_BINARY if isBinary else _TEXT, n)
+            b0 = _BINARY if isBinary else _TEXT
+            header = _HEADER_16(b0, 126, n) if n < 0x10000 else _HEADER_64(b0, 127, n)
         self._write(header + payload)
 
     def sendData(self, data, sync=False, chopsize=None):
