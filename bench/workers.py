@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
 """Worker processes: echo throughput with ``workers.workers`` = 1 and 2, and
-the bcast fan-out through Redis between the workers of one server.
+the bcast fan-out between the workers of one server, on the host bus and
+on the Redis bus.
 
-    python3 bench/workers.py [--workers 1,2] [--conns 100] [--size 1024]
-                             [--warmup 2] [--duration 5] [--reps 1] [--generators N]
-                             [--subscribers 50] [--messages 1000]
+    python3 bench/workers.py [--buses host,redis] [--workers 1,2] [--conns 100]
+                             [--size 1024] [--warmup 2] [--duration 5] [--reps 1]
+                             [--generators N] [--subscribers 50] [--messages 1000]
 
 Starts a redis-server on a free loopback port (tests/redis_server.py), then
-for each worker count a ``twistd -n lapps`` serving the shipped echo
-service (1 instance per worker) on the Redis bus, unpinned, and runs as many
+for each bus and worker count a ``twistd -n lapps`` serving the shipped echo
+service (1 instance per worker), unpinned (one worker on the host bus is
+one process: the host bus is then the local one), and runs as many
 ``wsbench`` load generators side by side as there are workers (each with
 its share of ``--conns``), since one generator on this machine cannot keep
 two Python workers busy. Reported: echoed messages per second (the sum of
 the generators) and server CPU-µs per message (utime+stime of the parent
 and every worker over the window, as wsbench ``-S`` measures it, per
-message). Then, on a 2-worker server with the fan-out producer (a
-standalone service, so in worker 0) and subscribers spread by the kernel
-over both workers: broadcasts and deliveries per second through Redis, with
-the ``bench/bus_fanout.py`` harness. wsbench is built as ``bench/run.py``
+message). Then, on a 2-worker server on each bus with the fan-out producer
+(a standalone service, so in worker 0) and subscribers spread by the
+kernel over both workers: broadcasts and deliveries per second, and the
+CPU of the bus's carrier (Redis, or the supervisor, whose CPU is also in
+lapps's), with the ``bench/bus_fanout.py`` harness. wsbench is built as ``bench/run.py``
 builds it. Every process started is stopped by its pid.
 """
 
@@ -73,10 +76,12 @@ class Supervised:
         sys.exit(f"lapps not ready after {timeout} s: see {self.log}")
 
 
-def server_config(workers, port, redis, services):
-    return {"server": {"ip": "127.0.0.1", "port": port, "workers": {"workers": workers},
-                       "bus": {"backend": "redis", "url": redis.url, "prefix": "wbench:"}},
-            "directories": {"applications": str(APPS)}, "services": services}
+def server_config(workers, port, bus, redis, services):
+    """``bus`` "host" is the default with workers: no ``bus`` key."""
+    server = {"ip": "127.0.0.1", "port": port, "workers": {"workers": workers}}
+    if bus == "redis":
+        server["bus"] = {"backend": "redis", "url": redis.url, "prefix": "wbench:"}
+    return {"server": server, "directories": {"applications": str(APPS)}, "services": services}
 
 
 ECHO = {"echo": {"request_target": "/echo", "instances": 1,
@@ -105,21 +110,22 @@ def echo_run(wsbench, procs, server, generators, args):
     return rate, cores / rate * 1e6, {"server_cores": cores, **neighbours.done()}
 
 
-def fanout(procs, tmp, redis, args):
-    """bus_fanout's measurement on one 2-worker server: the producer in
-    worker 0, ``2 × --subscribers`` clients spread over both workers."""
+def fanout(procs, tmp, bus, redis, args):
+    """bus_fanout's measurement on one 2-worker server on ``bus``: the
+    producer in worker 0, ``2 × --subscribers`` clients spread over both
+    workers."""
     apps = tmp / "fanout-apps"
     for name, source in (("fanout_producer", bus_fanout.PRODUCER),
                          ("fanout_subscriber", bus_fanout.SUBSCRIBER)):
         (apps / name).mkdir(parents=True)
         (apps / name / f"{name}.lua").write_text(source)
-    config = server_config(2, 0, redis, {
+    config = server_config(2, 0, bus, redis, {
         "fanout_producer": {"standalone": True, "preload": ["mqr", "nap"],
                             "settings": {"channel": 1, "size": args.fanout_size}},
         "fanout_subscriber": {"request_target": "/fanout", "protocol": "LAppS",
                               "preload": ["mqr"]}})
     config["directories"]["applications"] = str(apps)
-    directory = tmp / "fanout"
+    directory = tmp / f"fanout-{bus}"
     directory.mkdir()
     server = Supervised(procs, directory, config)
     try:
@@ -129,7 +135,8 @@ def fanout(procs, tmp, redis, args):
                  for pid in server.pids]
         options = SimpleNamespace(subscribers=args.subscribers, messages=args.messages,
                                   reps=args.reps)
-        return asyncio.run(bus_fanout.bench(options, hosts, redis.process.pid)), \
+        carrier = redis.process.pid if bus == "redis" else server.pid
+        return asyncio.run(bus_fanout.bench(options, hosts, carrier)), \
             args.subscribers * (len(hosts) - 1)
     finally:
         procs.stop(server.process)
@@ -137,6 +144,7 @@ def fanout(procs, tmp, redis, args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--buses", default="host,redis", help="buses, in this order")
     parser.add_argument("--workers", default="1,2", help="worker counts, in this order")
     parser.add_argument("--conns", type=int, default=100)
     parser.add_argument("--size", type=int, default=1024)
@@ -154,48 +162,56 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    counts = [int(n) for n in args.workers.split(",")]
+    buses, counts = args.buses.split(","), [int(n) for n in args.workers.split(",")]
     procs = run.Processes()
     with tempfile.TemporaryDirectory(prefix="lapps-workers-bench-") as tmp:
         tmp = Path(tmp)
         wsbench, _ = run.build_loadgen(tmp)
         redis = RedisServer(tmp).start()
-        rows = []
+        rows, fanouts = [], {}
         try:
             for rep in range(args.reps):
-                for workers in counts:
-                    directory = tmp / f"echo-{workers}-{rep}"
-                    directory.mkdir()
-                    server = Supervised(procs, directory,
-                                        server_config(workers, run.free_port(), redis, ECHO))
-                    try:
-                        rate, cpu, more = echo_run(wsbench, procs, server,
-                                                   args.generators or workers, args)
-                    finally:
-                        procs.stop(server.process)
-                    rows.append((workers, rate, cpu, more, args.generators or workers))
-                    run.log(f"workers={workers} rep {rep + 1}: {rate:,.0f} msgs/s, "
-                            f"{cpu:.1f} CPU-µs/msg, {more}")
-            fanout_rows, clients = fanout(procs, tmp, redis, args)
+                for bus in buses:
+                    for workers in counts:
+                        directory = tmp / f"echo-{bus}-{workers}-{rep}"
+                        directory.mkdir()
+                        server = Supervised(procs, directory, server_config(
+                            workers, run.free_port(), bus, redis, ECHO))
+                        try:
+                            rate, cpu, more = echo_run(wsbench, procs, server,
+                                                       args.generators or workers, args)
+                        finally:
+                            procs.stop(server.process)
+                        rows.append((bus, workers, rate, cpu, more, args.generators or workers))
+                        run.log(f"{bus} workers={workers} rep {rep + 1}: {rate:,.0f} msgs/s, "
+                                f"{cpu:.1f} CPU-µs/msg, {more}")
+            for bus in buses:
+                fanouts[bus] = fanout(procs, tmp, bus, redis, args)
         finally:
             redis.stop()
     print(f"echo, {args.conns} connections, {args.size} B, {args.duration:g} s window, "
           f"unpinned, load average at end {os.getloadavg()[0]:.2f}; median of {args.reps}:\n")
-    print("| workers | wsbench | msgs/s | server CPU-µs/msg | server CPU (cores) "
+    print("| bus | workers | wsbench | msgs/s | server CPU-µs/msg | server CPU (cores) "
           "| neighbours' CPU (cores) |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for workers in counts:
-        mine = [r for r in rows if r[0] == workers]
-        print(f"| {workers} | {mine[0][4]} | {statistics.median(r[1] for r in mine):,.0f} "
-              f"| {statistics.median(r[2] for r in mine):.1f} "
-              f"| {statistics.median(r[3]['server_cores'] for r in mine):.2f} "
-              f"| {statistics.median(r[3]['other_cpu'] for r in mine):.2f} |")
-    print(f"\nbcast fan-out between the processes of a 2-worker server through Redis: "
-          f"{clients} subscribers, {args.messages} broadcasts of {args.fanout_size} B:\n")
-    print("| broadcasts/s | deliveries/s | lapps CPU-µs/delivery | Redis CPU-µs/delivery |")
-    print("|---:|---:|---:|---:|")
-    print("| " + " | ".join(f"{statistics.median(column):,.1f}"
-                            for column in list(zip(*fanout_rows))[:4]) + " |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for bus in buses:
+        for workers in counts:
+            mine = [r for r in rows if r[:2] == (bus, workers)]
+            print(f"| {bus} | {workers} | {mine[0][5]} "
+                  f"| {statistics.median(r[2] for r in mine):,.0f} "
+                  f"| {statistics.median(r[3] for r in mine):.1f} "
+                  f"| {statistics.median(r[4]['server_cores'] for r in mine):.2f} "
+                  f"| {statistics.median(r[4]['other_cpu'] for r in mine):.2f} |")
+    clients = next(iter(fanouts.values()))[1]
+    print(f"\nbcast fan-out between the processes of a 2-worker server: {clients} subscribers, "
+          f"{args.messages} broadcasts of {args.fanout_size} B (carrier: Redis, or the "
+          f"supervisor, which lapps's CPU includes):\n")
+    print("| bus | broadcasts/s | deliveries/s | lapps CPU-µs/delivery "
+          "| carrier CPU-µs/delivery |")
+    print("|---|---:|---:|---:|---:|")
+    for bus, (fanout_rows, _) in fanouts.items():
+        print(f"| {bus} | " + " | ".join(f"{statistics.median(column):,.1f}"
+                                          for column in list(zip(*fanout_rows))[:4]) + " |")
 
 
 if __name__ == "__main__":

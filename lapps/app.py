@@ -168,11 +168,12 @@ class LAppSService(MultiService):
         self.pam_auth.setServiceParent(self)
         try:
             self.bus = bus.build(cfg.server["bus"], cfg.server["mqr"]["max_queue"],
-                                 self.connections, reactor)
+                                 self.connections, reactor,
+                                 host_link=worker.bus_link if worker else None)
         except BusUnavailable as e:
             raise configuration.ConfigError([f"{cfg.source}: bus: {e}"]) from None
-        if self.bus.redis is not None:  # before the Lua services, which wait for it
-            self.bus.redis.setServiceParent(self)
+        if self.bus.connection is not None:  # before the Lua services, which wait for it
+            self.bus.connection.setServiceParent(self)
         self.mqr = self.bus.queues
         self.mqr.setServiceParent(self)
         self.broadcasts = self.bus.broadcasts
@@ -213,8 +214,8 @@ class LAppSService(MultiService):
         for service in services:
             service.dependencies = [by_name[d] for d in service.config.depends
                                     if d in by_name and d != service.name]
-            if self.bus.redis is not None:  # the Lua services start once Redis is there
-                service.dependencies.append(self.bus.redis)
+            if self.bus.connection is not None:  # the Lua services start once the bus is there
+                service.dependencies.append(self.bus.connection)
 
     def _configure_new_connections(self, cfg):
         """The server settings each new connection is made with (limits),
@@ -238,14 +239,15 @@ class LAppSService(MultiService):
         self.reactor.callWhenRunning(self._log_when_ready)
 
     def _log_when_ready(self):
-        waits = [] if self.bus.redis is None else [self.bus.redis.when_ready()]
+        connection = self.bus.connection
+        waits = [] if connection is None else [connection.when_ready()]
         if self.worker is not None:  # its supervisor's readiness (READY=1) rests on this line
             waits.append(self.when_ready())
         DeferredList(waits).addCallback(lambda _: self._ready())
 
     def _ready(self):
         """The reactor runs (so signals are handled), the port is bound and
-        the bus, if Redis, is available; in a worker process, its Lua services
+        the bus, if shared, is available; in a worker process, its Lua services
         have started too (see :meth:`when_ready`)."""
         log.info("lapps ready: {services} services, {description}",
                  lapps_event="server.ready", services=len(self.lua_services),
@@ -283,8 +285,8 @@ class LAppSService(MultiService):
         yield _stop_in_dependency_order(self.lua_services, lambda s: s.stopService(), unstopped)
         yield self._retiring
         yield self.mqr.stopService()
-        if self.bus.redis is not None:
-            yield self.bus.redis.stopService()
+        if self.bus.connection is not None:
+            yield self.bus.connection.stopService()
         yield self.pam_auth.stopService()
         yield self.acl.stopService()
         if self.admin is not None:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from lapps import acl as network_acl, origin, tls
-from lapps.bus import address as bus_address
+from lapps.bus.redis import address as bus_address
 from lapps.lua.modules import PRELOAD
 from lapps.schema import Anything, Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
 
@@ -33,6 +33,16 @@ def _parses(parse):
         except ValueError:
             return False
     return test
+
+
+class WorkerCount(Scalar):
+    """``workers.workers``: a count, or ``"auto"``, one worker per CPU this
+    process may run on (as nginx's ``worker_processes auto``)."""
+
+    def check(self, value, where, source, problems):
+        if value == "auto":
+            return len(os.sched_getaffinity(0))
+        return super().check(value, where, source, problems)
 
 
 #: A network ACL (spec §6.4); entries are parsed by :mod:`lapps.acl`.
@@ -67,10 +77,11 @@ LIMITS = Object({
     "peer_connection_burst": Scalar(int, 500, minimum=1),
 })
 
-#: Where bcast and mqr live (lapps.bus): in this process, or in Redis for every
-#: process and host that names the same URL and prefix.
+#: Where bcast and mqr live (lapps.bus): in this process, between the worker
+#: processes of this host, or in Redis for every process and host that names the
+#: same URL and prefix. No backend: "host" with workers, else "local" (_check_bus).
 BUS = Object({
-    "backend": Scalar(str, "local", choices=("local", "redis")),
+    "backend": Scalar(str, None, choices=("local", "host", "redis")),
     "url": Scalar(str, None),  # required with "redis"; checked by _check_bus
     "prefix": Scalar(str, "lapps:", test=str.isprintable, expect="a printable string"),
     # a process that has not renewed its presence for this long is dead: the mqr
@@ -96,7 +107,7 @@ SERVER = Object({
     "port": Scalar(int, 5083, minimum=0, maximum=65535),
     "lapps_config_auto_save": Scalar(bool, True),
     "workers": Object({
-        "workers": Scalar(int, 1, minimum=0),
+        "workers": WorkerCount(int, 1, minimum=0, expect='integer >= 0 or "auto"'),
         "max_connections": Scalar(int, 10000, minimum=1),
         "auto_fragment": Scalar(bool, False),
         "max_poll_events": Scalar(int, 300, minimum=1),
@@ -308,9 +319,14 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
 
 
 def _check_bus(server, source, where, problems):
-    """What the schema cannot say alone: the URL (required with Redis), and
-    that several workers need a bus they can share."""
+    """What the schema cannot say alone: the backend when none is given
+    (worker processes share the host bus, as LAppS's configs with several IO
+    workers expect), the URL (required with Redis), and that several workers
+    need a bus they can share."""
     bus, workers = server["bus"], server["workers"]["workers"]
+    several = isinstance(workers, int) and workers > 1
+    if bus["backend"] is None:
+        bus["backend"] = "host" if several else "local"
     url = bus["url"]
     if url is None and bus["backend"] == "redis":
         problems.add(source, f"{where}/bus/url", 'required when "backend" is "redis" '
@@ -321,11 +337,11 @@ def _check_bus(server, source, where, problems):
         except ValueError as e:
             problems.add(source, f"{where}/bus/url",
                          f"{e} (expected redis://HOST[:PORT][/DB]), got {describe(url)}")
-    if isinstance(workers, int) and workers > 1 and bus["backend"] == "local":
+    if several and bus["backend"] == "local":
         problems.add(source, f"{where}/workers/workers",
                      f"{workers} worker processes cannot share the local bus (bcast channels "
                      'and mqr queues would be separate in each process); set "bus": '
-                     '{"backend": "redis", "url": "redis://HOST:PORT/DB"}, or "workers": 1')
+                     '{"backend": "host"} (the default with workers) or "redis", or "workers": 1')
 
 
 def _check_admin(server, source, where, problems):

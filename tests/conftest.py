@@ -29,6 +29,9 @@ _READY = re.compile(r"lapps ready: ")
 class Server:
     """A running ``twistd -n lapps`` whose output lines can be awaited."""
 
+    #: Worker processes, each running every reactive service.
+    workers = 1
+
     def __init__(self, config_path, env=None, argv=None, listening=_LISTENING, ready=_READY):
         self.config_path = config_path
         self.lines = []
@@ -76,6 +79,15 @@ class Server:
                                      f"{rx.pattern!r}; output:\n" + "\n".join(self.lines[-60:]))
             self.lines.append(line)
 
+    def _take_arrived(self):
+        """Move the lines read so far into ``lines`` (the end mark stays)."""
+        while not self._new.empty():
+            line = self._new.get()
+            if line is None:
+                self._new.put(None)
+                return
+            self.lines.append(line)
+
     def count(self, pattern):
         return sum(1 for line in self.lines if re.search(pattern, line))
 
@@ -93,6 +105,49 @@ class Server:
                 break
             self.lines.append(line)
         return self.process.returncode
+
+
+_WORKER_LISTENING = re.compile(r'"host": "([^"]+)", "port": (\d+), "tls"')  # a worker's listener.up
+_SUPERVISOR_READY = re.compile(r"lapps ready: \{workers\} workers")  # the supervisor's server.ready
+
+
+class Supervised(Server):
+    """A ``twistd -n lapps`` with worker processes, logging JSON lines."""
+
+    def __init__(self, config_path):
+        super().__init__(config_path, argv=TWISTD + [
+            "-n", "--pidfile=", "--logger", "lapps.logs.json_lines", "lapps",
+            "--config", str(config_path)], listening=_WORKER_LISTENING, ready=_SUPERVISOR_READY)
+
+    def events(self, name, **fields):
+        """The events logged so far named ``name`` with these field values."""
+        self._take_arrived()
+        found = []
+        for line in self.lines:
+            if line.startswith("{") and f'"{name}"' in line:
+                event = json.loads(line)
+                if event.get("lapps_event") == name and \
+                        all(event.get(k) == v for k, v in fields.items()):
+                    found.append(event)
+        return found
+
+    def wait_event(self, name, count=1, timeout=20.0, **fields):
+        """Block until ``count`` events ``name`` with these fields were logged;
+        return the last of them."""
+        deadline = time.monotonic() + timeout
+        pattern = re.compile(rf'"lapps_event": "{re.escape(name)}"')
+        while len(found := self.events(name, **fields)) < count:
+            seen = self.count(pattern)
+            self.wait_for(pattern, timeout=max(0.0, deadline - time.monotonic()), count=seen + 1)
+        return found[count - 1]
+
+    @property
+    def workers(self):
+        return self.events("server.ready", log_namespace="lapps.workers")[-1]["workers"]
+
+    def worker_pids(self):
+        """Worker index → pid of its latest start."""
+        return {e["index"]: e["pid"] for e in self.events("worker.start")}
 
 
 def run_twistd(config, timeout=60):

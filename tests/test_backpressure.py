@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from conftest import TEST_APPS, TWISTD, Server, call, reactive, subscribe, write_config
-from lapps.services import bcast
+from lapps.bus.local import bcast
 from test_tls import PKI, trusting
 
 MiB = 1024 * 1024

@@ -92,7 +92,7 @@ def test_dropping_a_handler_leaves_every_channel():
     """What the server does when a connection closes (the socket tests above
     cannot see membership, only deliveries)."""
     from twisted.internet import reactor
-    from lapps.services.bcast import Broadcasts
+    from lapps.bus.local.bcast import Broadcasts
     channels = Broadcasts({7: object(), 8: object()}, reactor)
     for channel in (1, 2, 3):
         channels.create(channel)
@@ -129,7 +129,7 @@ def test_a_broadcast_bigger_than_max_behind_goes_when_none_waits():
     waits, the next is refused; once delivered, publishing works again.
     (The reactor here is not running: the test lets it run one turn.)"""
     from twisted.internet.selectreactor import SelectReactor
-    from lapps.services.bcast import MAX_BEHIND, Broadcasts
+    from lapps.bus.local.bcast import MAX_BEHIND, Broadcasts
     reactor = SelectReactor()
     subscriber = _Subscriber()
     channels = Broadcasts({1: subscriber}, reactor)

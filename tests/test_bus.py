@@ -1,8 +1,13 @@
-"""The Redis bus: bcast and mqr across separate ``twistd -n lapps`` processes
-(the "hosts") sharing one real redis-server; Redis unreachable at start,
-stopped while running and back; the bus section of the config."""
+"""The shared buses: bcast and mqr across processes, proved by the same
+tests on both. On ``redis``, separate ``twistd -n lapps`` processes (the
+"hosts") share one real redis-server; on ``host``, the worker processes of
+one ``twistd -n lapps`` share their supervisor's host bus. Then what only
+Redis has: Redis unreachable at start, stopped while running and back, and
+the bus section of the config."""
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,11 +20,13 @@ import websockets
 
 import test_bcast
 import test_mqr
-from conftest import TEST_APPS, Server, reactive, run_twistd, write_config
+from lapps.bus.redis.mqr import PREFETCH as REDIS_PREFETCH
+from conftest import TEST_APPS, Server, Supervised, reactive, run_twistd, write_config
 from redis_server import RedisServer, free_port
 from test_mqr import _bitmap, standalone
 
 COUNT = 100_000
+BACKENDS = ["redis", "host"]
 
 
 @pytest.fixture
@@ -41,6 +48,32 @@ def hosts(tmp_path, reap):
         return server
 
     return host
+
+
+@pytest.fixture(params=BACKENDS)
+def deploy(request, tmp_path, reap):
+    """``deploy(roles, ready=patterns, **server_keys)`` → ``{role: server}``
+    for ``roles`` (role → its services). On Redis each role is a host of its
+    own; on the host bus every role is the same server with two workers
+    running all the services (a standalone one in worker 0 only, unless it
+    runs in ``every_worker``), ready once every worker is. ``ready`` maps a
+    role to patterns to wait for on Redis."""
+    backend = request.param
+
+    def start(roles, ready=None, **server):
+        if backend == "redis":
+            hosts = request.getfixturevalue("hosts")
+            url = request.getfixturevalue("redis").url
+            return {role: hosts(role, services, url, ready=(ready or {}).get(role, ()), **server)
+                    for role, services in roles.items()}
+        merged = {name: d for services in roles.values() for name, d in services.items()}
+        config = write_config(tmp_path, merged, {"workers": {"workers": 2}, "shutdown_timeout": 5,
+                                                 **server}, TEST_APPS)
+        supervised = reap(Supervised(config))
+        return {role: supervised for role in roles}
+
+    start.backend = backend
+    return start
 
 
 def call(method, *params):
@@ -76,12 +109,12 @@ def lapps_check(config):
      "/server/bus/url: the path must be a database number, e.g. /0 (expected "
      'redis://HOST[:PORT][/DB]), got string "redis://h/zero"'),
     ({"bus": {"backend": "rabbit", "topic": 1}},
-     '/server/bus/topic: unknown key\n/server/bus/backend: expected one of "local", "redis", '
-     'got string "rabbit"'),
-    ({"workers": {"workers": 2}},
+     '/server/bus/topic: unknown key\n/server/bus/backend: expected one of "local", "host", '
+     '"redis", got string "rabbit"'),
+    ({"workers": {"workers": 2}, "bus": {"backend": "local"}},
      "/server/workers/workers: 2 worker processes cannot share the local bus (bcast channels "
-     'and mqr queues would be separate in each process); set "bus": {"backend": "redis", '
-     '"url": "redis://HOST:PORT/DB"}, or "workers": 1'),
+     'and mqr queues would be separate in each process); set "bus": {"backend": "host"} '
+     '(the default with workers) or "redis", or "workers": 1'),
 ], ids=["url-missing", "scheme", "port", "db", "backend", "workers-local"])
 def test_bus_config_errors(tmp_path, server, problem):
     config = write_config(tmp_path, {}, server)
@@ -130,21 +163,28 @@ async def _collect(ws, count):
     return [cbor2.loads(await ws.recv()) for _ in range(count)]
 
 
-def test_bcast_reaches_every_subscriber_of_every_host_once_in_order(redis, hosts):
-    """A standalone producer in host A; 50 subscribers on each of hosts B
-    and C. Each subscriber gets all 200 messages, once, in order, and
-    nothing else."""
+async def _pid(ws):
+    return (await ask(ws, "pid"))[0]
+
+
+def test_bcast_reaches_every_subscriber_of_every_process_once_in_order(deploy):
+    """A standalone producer in host A (worker 0); 50 subscribers on each of
+    hosts B and C (100 over both workers). Each subscriber gets all 200
+    messages, once, in order, and nothing else."""
     settings = {"channel": 4242, "go": "go", "count": BROADCASTS, "text": "y" * 64}
-    producer = hosts("a", {"busproducer": standalone(preload=["mqr", "nap"], settings=settings)},
-                     redis.url, ready=["busproducer created 4242"])
     receiving = {"lprobe": reactive("/lprobe", protocol="LAppS", instances=2),
                  "busprobe": reactive("/p", protocol="LAppS", preload=["mqr"])}
-    others = [hosts(name, receiving, redis.url, ready=started("lprobe", 2) + started("busprobe", 1))
-              for name in ("b", "c")]
+    servers = deploy({"a": {"busproducer": standalone(preload=["mqr", "nap"], settings=settings)},
+                      "b": receiving, "c": receiving},
+                     ready={"a": ["busproducer created 4242"],
+                            "b": started("lprobe", 2) + started("busprobe", 1),
+                            "c": started("lprobe", 2) + started("busprobe", 1)})
+    producer, others = servers["a"], [servers["b"], servers["c"]]
 
     async def go():
         subscribers = await asyncio.gather(*[_subscribed(host.url("/lprobe"), 4242)
                                              for host in others for _ in range(SUBSCRIBERS)])
+        pids = {await _pid(ws) for ws in subscribers}
         async with websockets.connect(others[0].url("/p")) as control:
             assert await ask(control, "post", "go", "now") == [True, "nil"]
         received = await asyncio.gather(*[asyncio.wait_for(_collect(ws, BROADCASTS), 60)
@@ -152,9 +192,10 @@ def test_bcast_reaches_every_subscriber_of_every_host_once_in_order(redis, hosts
         for ws in subscribers:  # nothing more came before this answer
             assert await ask(ws, "classify") == [3, "classify", []]
             await ws.close()
-        return received
+        return pids, received
 
-    received = asyncio.run(go())
+    pids, received = asyncio.run(go())
+    assert len(pids) == 2  # the subscribers were in two processes
     assert len(received) == 2 * SUBSCRIBERS
     expected = [{"cid": 7, "message": [i, "y" * 64]} for i in range(1, BROADCASTS + 1)]
     for messages in received:
@@ -168,15 +209,15 @@ def test_bcast_reaches_every_subscriber_of_every_host_once_in_order(redis, hosts
     test_bcast.test_every_subscriber_gets_every_message_once_and_in_order,
     test_bcast.test_a_subscriber_that_stops_reading_does_not_delay_the_others,
 ], ids=lambda check: check.__name__[5:])
-def test_the_bcast_probe_runs_unmodified_on_redis(redis, hosts, check):
-    """The local bus's bcast tests, against the same service on the Redis bus.
+def test_the_bcast_probe_runs_unmodified(deploy, check):
+    """The local bus's bcast tests, against the same service on a shared bus.
     (Not test_a_disconnected_subscriber_leaves_the_channel: it expects a
     publisher that subscribes to get its own broadcast before the reply to
-    its request, as the local bus delivers at once; on Redis it comes back
-    after one round trip.)"""
-    check(hosts("p", {"lprobe": reactive("/lprobe", protocol="LAppS", instances=3,
-                                         max_outbound_buffer=16 * 1024 * 1024)},
-                redis.url, ready=started("lprobe", 3)))  # (as test_bcast's fixture)
+    its request, as the local bus delivers at once; on a shared bus it comes
+    back after one round trip.)"""
+    check(deploy({"p": {"lprobe": reactive("/lprobe", protocol="LAppS", instances=3,
+                                           max_outbound_buffer=16 * 1024 * 1024)}},
+                 ready={"p": started("lprobe", 3)})["p"])  # (as test_bcast's fixture)
 
 
 class _SilentBus:
@@ -199,7 +240,7 @@ class _SilentBus:
 def test_a_broadcast_bigger_than_max_in_flight_goes_when_none_is_in_flight():
     """Rather than refused forever; while it is on its way, the next is
     refused; once it has landed, publishing works again."""
-    from lapps.bus.redis_bcast import MAX_IN_FLIGHT, RedisBroadcasts
+    from lapps.bus.redis.bcast import MAX_IN_FLIGHT, RedisBroadcasts
     bus = _SilentBus()
     channels = RedisBroadcasts({}, None, bus)
     big = b"b" * (MAX_IN_FLIGHT + 1)
@@ -215,24 +256,40 @@ def test_a_broadcast_bigger_than_max_in_flight_goes_when_none_is_in_flight():
 
 # --- mqr --------------------------------------------------------------------
 
-def test_mqr_moves_100000_messages_between_hosts_none_lost_none_twice(redis, hosts):
-    """One sender in host A; two receivers in each of hosts B and C."""
+def test_mqr_moves_100000_messages_between_processes_none_lost_none_twice(deploy):
+    """One sender in host A (worker 0); two receivers in each of hosts B and C
+    (in each worker)."""
     settings = {"queue": "numbers", "count": COUNT, "receivers": 4}
     receiving = {"mqcount_receiver": standalone(instances=2, preload=["mqr", "nap"],
-                                                settings=settings)}
-    receivers = [hosts(name, receiving, redis.url, ready=started("mqcount_receiver", 2))
-                 for name in ("b", "c")]
-    sender = hosts("a", {"mqcount_sender": standalone(preload=["mqr", "nap"], settings=settings)},
-                   redis.url, mqr={"max_queue": 1000})
+                                                settings=settings, every_worker=True)}
+    # one end mark per receiver; on Redis spare ones too, as a process whose
+    # receivers have ended keeps what it had read ahead (up to PREFETCH)
+    # where the other's receivers cannot have it (the host bus takes it back)
+    spare = 2 * REDIS_PREFETCH if deploy.backend == "redis" else 0
+    servers = deploy({"b": receiving, "c": receiving,
+                      "a": {"mqcount_sender": standalone(preload=["mqr", "nap"], settings={
+                          **settings, "receivers": settings["receivers"] + spare})}},
+                     ready={"b": started("mqcount_receiver", 2),
+                            "c": started("mqcount_receiver", 2)},
+                     mqr={"max_queue": 1000})
+    sender, receivers = servers["a"], [servers["b"], servers["c"]]
     sent = sender.wait_for(r"mqcount sent (\d+) full=(\d+)", timeout=300)
     assert int(sent.group(1)) == COUNT
-    pattern = r"mqcount got (\d+) count=(\d+) dups=(\d+) bad=(\d+) ordered=(\w+) bits=([0-9a-f]+)"
-    reports = [host.wait_for(pattern, timeout=60, count=n) for host in receivers for n in (1, 2)]
+    pattern = (r"mqcount got (\d+) count=(\d+) dups=(\d+) bad=(\d+) ordered=(\w+) "
+               r"bits=([0-9a-f]+) pid=(\d+)")
+    if deploy.backend == "redis":
+        reports = [host.wait_for(pattern, timeout=60, count=n) for host in receivers
+                   for n in (1, 2)]
+    else:
+        reports = [sender.wait_for(pattern, timeout=60, count=n) for n in (1, 2, 3, 4)]
     counts = [int(r.group(2)) for r in reports]
     for r in reports:
         assert (r.group(3), r.group(4), r.group(5)) == ("0", "0", "true"), r.group(0)[:200]
     assert sum(counts) == COUNT
-    assert counts[0] + counts[1] and counts[2] + counts[3], counts  # both hosts received
+    by_process = {}
+    for r in reports:
+        by_process[r.group(7)] = by_process.get(r.group(7), 0) + int(r.group(2))
+    assert len(by_process) == 2 and all(by_process.values()), by_process  # both received
     bitmaps = [_bitmap(r.group(6)) for r in reports]
     union = 0
     for bits in bitmaps:
@@ -249,32 +306,43 @@ async def _ask(url, command, answer):
         assert await asyncio.wait_for(ws.recv(), 10) == answer
 
 
-def test_mqr_loses_nothing_when_a_receiving_host_is_killed(redis, hosts, tmp_path):
-    """Host B is killed (SIGKILL) mid-stream; what it had read and not
-    finished goes to host C's receivers: every number is recorded by a
-    receiver, and only numbers B recorded may be recorded again by C. The
-    sender's closing {done} messages wait until C has taken B's entries
-    (C's receivers stop at them)."""
+def test_mqr_loses_nothing_when_a_receiving_process_is_killed(deploy, tmp_path):
+    """The receiving host B (worker 1) is killed (SIGKILL) mid-stream; what
+    it had taken and not finished goes to the other receivers: every number
+    is recorded by a receiver, and only numbers B recorded may be recorded
+    again. The sender's closing {done} messages wait until the others have
+    B's entries (the receivers stop at them)."""
     count = 20_000
     out = tmp_path / "got-"
-    settings = {"queue": "work", "count": count, "receivers": 2, "out": str(out),
-                "mark": 2000, "release": "release"}
+    host_bus = deploy.backend == "host"
+    # on the host bus, worker 1 comes back with two new receivers: four take a {done}
+    settings = {"queue": "work", "count": count, "receivers": 4 if host_bus else 2,
+                "out": str(out), "mark": 2000, "release": "release"}
     receiving = {"busrecorder": standalone(instances=2, preload=["mqr", "nap"],
-                                           settings=settings)}
-    doomed = hosts("b", receiving, redis.url, ready=started("busrecorder", 2))
-    survivor = hosts("c", receiving, redis.url, ready=started("busrecorder", 2))
-    sender = hosts("a", {"mqcount_sender": standalone(preload=["mqr", "nap"], settings=settings),
-                         "mqprobe": reactive("/mq", preload=["mqr"])},
-                   redis.url, mqr={"max_queue": 200})
-    doomed.wait_for(r"busrecorder mark", timeout=60)
-    doomed.process.kill()
-    doomed.process.wait()
-    started_at = time.monotonic()
-    survivor.wait_for(r"mqr queue work: took \d+ entries of the dead consumer", timeout=60)
+                                           settings=settings, every_worker=True)}
+    servers = deploy({"b": receiving, "c": receiving,
+                      "a": {"mqcount_sender": standalone(preload=["mqr", "nap"],
+                                                         settings=settings),
+                            "mqprobe": reactive("/mq", preload=["mqr"])}},
+                     ready={"b": started("busrecorder", 2), "c": started("busrecorder", 2)},
+                     mqr={"max_queue": 200})
+    doomed, survivor, sender = servers["b"], servers["c"], servers["a"]
+    if host_bus:
+        worker = doomed.worker_pids()[1]
+        doomed.wait_for(rf"busrecorder mark \d+ pid={worker}", timeout=60)
+        os.kill(worker, signal.SIGKILL)
+        started_at = time.monotonic()
+        doomed.wait_event("server.ready", lapps_worker=1, count=2, timeout=60)  # its successor
+    else:
+        doomed.wait_for(r"busrecorder mark", timeout=60)
+        doomed.process.kill()
+        doomed.process.wait()
+        started_at = time.monotonic()
+        survivor.wait_for(r"mqr queue work: took \d+ entries of the dead consumer", timeout=60)
     asyncio.run(_ask(sender.url("/mq"), "postraw release go", "true nil"))
     sender.wait_for(rf"mqcount sent {count} full=\d+", timeout=300)
     done = [survivor.wait_for(r"busrecorder done (\d+) count=(\d+)", timeout=60, count=n)
-            for n in (1, 2)]
+            for n in range(1, settings["receivers"] + 1)]
     recorded = {}
     for path in tmp_path.glob("got-*"):
         recorded[path.name] = [int(line) for line in path.read_text().split()]
@@ -282,11 +350,11 @@ def test_mqr_loses_nothing_when_a_receiving_host_is_killed(redis, hosts, tmp_pat
     from_survivor = [n for name, got in recorded.items() if name[4:] in survivor_ids for n in got]
     from_doomed = [n for name, got in recorded.items() if name[4:] not in survivor_ids
                    for n in got]
-    assert len(recorded) == 4 and len(from_doomed) >= 2000
-    assert len(set(from_survivor)) == len(from_survivor)  # C got nothing twice
+    assert len(recorded) == settings["receivers"] + 2 and len(from_doomed) >= 2000
+    assert len(set(from_survivor)) == len(from_survivor)  # the others got nothing twice
     assert set(from_survivor) | set(from_doomed) == set(range(1, count + 1))  # nothing lost
     again = set(from_survivor) & set(from_doomed)
-    print(f"killed host had recorded {len(from_doomed)}; recorded again by the survivor: "
+    print(f"killed process had recorded {len(from_doomed)}; recorded again by the others: "
           f"{len(again)}; rest took {time.monotonic() - started_at:.1f} s")
     assert len(again) <= 64  # at most what B had taken and not yet acknowledged
     assert sum(int(m.group(2)) for m in done) == len(from_survivor)
@@ -298,12 +366,50 @@ def test_mqr_loses_nothing_when_a_receiving_host_is_killed(redis, hosts, tmp_pat
     test_mqr.test_a_recv_that_could_not_suspend_takes_nothing,
     test_mqr.test_standalone_and_reactive_hand_values_to_each_other,
     test_mqr.test_stop_ends_every_wait], ids=lambda check: check.__name__[5:])
-def test_the_mqr_probe_runs_unmodified_on_redis(redis, hosts, check):
-    """The local bus's mqr tests, against the same services on the Redis bus."""
-    check(hosts("p", {"mqprobe": reactive("/mq", instances=2, preload=["mqr"]),
-                      "mqrelay": standalone(preload=["mqr"], stop_timeout=3)},
-                redis.url, ready=started("mqprobe", 2) + started("mqrelay", 1),
-                mqr={"max_queue": 50}))
+def test_the_mqr_probe_runs_unmodified(deploy, check):
+    """The local bus's mqr tests, against the same services on a shared bus."""
+    check(deploy({"p": {"mqprobe": reactive("/mq", instances=2, preload=["mqr"]),
+                        "mqrelay": standalone(preload=["mqr"], stop_timeout=3)}},
+                 ready={"p": started("mqprobe", 2) + started("mqrelay", 1)},
+                 mqr={"max_queue": 50})["p"])
+
+
+def test_host_bus_entries_go_to_the_worker_whose_receiver_waits(tmp_path, reap):
+    """The waiting receiver in another worker than the one that gave the hub
+    credit and left (a recv that could not suspend): what the hub handed to
+    the first worker goes back and on to the receiver."""
+    server = reap(Supervised(write_config(
+        tmp_path, {"mqprobe": reactive("/mq", instances=2, preload=["mqr"])},
+        {"workers": {"workers": 2}}, TEST_APPS)))
+    workers = sorted(server.worker_pids().values())
+
+    async def client_on(pid):
+        while True:
+            ws = await websockets.connect(server.url("/mq"))
+            if int(await _text(ws, "pid -")) == pid:
+                return ws
+            await ws.close()
+
+    async def go():
+        failing = await client_on(workers[0])
+        await failing.send("cororecv placed")
+        with pytest.raises(websockets.ConnectionClosedError):
+            await asyncio.wait_for(failing.recv(), 10)
+        receiver, poster = await client_on(workers[1]), await client_on(workers[0])
+        await receiver.send("recv placed")  # (its instance takes no other message meanwhile)
+        posted = [await _text(poster, f'post placed {{"x":{i}}}') for i in range(3)]
+        got = [await asyncio.wait_for(receiver.recv(), 10)]
+        got += [await _text(receiver, "recv placed") for _ in range(2)]
+        return posted, got
+
+    posted, got = asyncio.run(go())
+    assert posted == ["true nil"] * 3
+    assert got == [f'{{"x":{i}}} nil' for i in range(3)]
+
+
+async def _text(ws, text):
+    await ws.send(text)
+    return await asyncio.wait_for(ws.recv(), 10)
 
 
 # --- Redis lost and back ----------------------------------------------------

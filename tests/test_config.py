@@ -259,7 +259,7 @@ BAD = [
     # everything at once, in the order produced: server, top level, services
     pytest.param(MULTI_ERROR, None, ("echo",), [
         f"{E}: /server/port: expected integer from 0 to 65535, got 70000",
-        f"{E}: /server/workers/workers: expected integer >= 0, got string \"2\"",
+        f"{E}: /server/workers/workers: expected integer >= 0 or \"auto\", got string \"2\"",
         f"{E}: /server/tls_server_version: expected one of 3, 4, got 5",
         f"{E}: /extra: unknown key",
         f"{E}: /services/echo/bogus: unknown key",
@@ -275,7 +275,7 @@ BAD = [
                      "ws.json: /tsl: unknown key",
                      "ws.json: /listeners: expected integer >= 0, got -1",
                      "ws.json: /port: expected integer from 0 to 65535, got 70000",
-                     "ws.json: /workers/workers: expected integer >= 0, got string \"3\"",
+                     'ws.json: /workers/workers: expected integer >= 0 or "auto", got string "3"',
                  ], id="ws-json-errors"),
     pytest.param(dict(services_file({"echo": service("/echo", instances=0)}), bogus=1),
                  {"ws.json": {"port": -1, "tls": True}}, ("echo",), [
@@ -394,7 +394,7 @@ LAPPS_SERVICES = {
 LAPPS_WS = {
     "listeners": 3, "connection_weight": 1.0, "ip": "127.0.0.1", "port": 0,
     "lapps_config_auto_save": False,
-    # (LAppS's examples say 3 IO threads; more than 1 worker process needs the Redis bus)
+    # (LAppS's examples say 3 IO threads; test_workers runs that shape in 3 processes)
     "workers": {"workers": 1, "max_connections": 10000, "auto_fragment": False,
                 "max_poll_events": 256, "max_poll_wait_ms": 10, "max_inbounds_skip": 50,
                 "input_buffer_size": 4096},

@@ -50,7 +50,7 @@ def lua():
     from twisted.internet import reactor
     from lapps.lua import modules
     from lapps.lua.runtime import new_runtime
-    from lapps.services.bcast import Broadcasts
+    from lapps.bus.local.bcast import Broadcasts
     from lapps.services.lua_service import ServerParts
     import threading
     runtime = new_runtime(64 * 1024 * 1024, "")

@@ -1,5 +1,5 @@
 """Worker processes (``workers.workers`` > 1): ``twistd -n lapps`` as a
-subprocess with a real redis-server, its events read as JSON lines
+subprocess on the host bus (or a real redis-server), its events read as JSON lines
 (``--logger lapps.logs.json_lines``), real WebSocket clients; the
 ``pidreport`` service answers with the id of the worker process it runs in."""
 
@@ -7,71 +7,39 @@ import asyncio
 import errno
 import json
 import os
-import re
+import select
 import signal
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import websockets
 from twisted.internet.testing import MemoryReactorClock
 
-from conftest import TEST_APPS, TWISTD, Server, reactive, run_twistd, write_config
+import cbor2
+from conftest import TEST_APPS, Supervised, call, reactive, run_twistd, write_config
 from lapps import config as configuration
+from lapps import devcert
 from lapps.workers.supervisor import Supervisor
 from redis_server import free_port
 
-_LISTENING = re.compile(r'"host": "([^"]+)", "port": (\d+), "tls"')  # a worker's listener.up
-_READY = re.compile(r"lapps ready: \{workers\} workers")  # the supervisor's server.ready
-
-
-class Supervised(Server):
-    """A ``twistd -n lapps`` with worker processes, logging JSON lines."""
-
-    def __init__(self, config_path):
-        super().__init__(config_path, argv=TWISTD + [
-            "-n", "--pidfile=", "--logger", "lapps.logs.json_lines", "lapps",
-            "--config", str(config_path)], listening=_LISTENING, ready=_READY)
-
-    def events(self, name, **fields):
-        """The events logged so far named ``name`` with these field values."""
-        found = []
-        for line in self.lines:
-            if line.startswith("{") and f'"{name}"' in line:
-                event = json.loads(line)
-                if event.get("lapps_event") == name and \
-                        all(event.get(k) == v for k, v in fields.items()):
-                    found.append(event)
-        return found
-
-    def wait_event(self, name, count=1, timeout=20.0, **fields):
-        """Block until ``count`` events ``name`` with these fields were logged;
-        return the last of them."""
-        deadline = time.monotonic() + timeout
-        pattern = re.compile(rf'"lapps_event": "{re.escape(name)}"')
-        while len(found := self.events(name, **fields)) < count:
-            seen = self.count(pattern)
-            self.wait_for(pattern, timeout=max(0.0, deadline - time.monotonic()), count=seen + 1)
-        return found[count - 1]
-
-    def worker_pids(self):
-        """Worker index → pid of its latest start."""
-        return {e["index"]: e["pid"] for e in self.events("worker.start")}
-
-
 @pytest.fixture
-def supervised(tmp_path, redis, reap):
+def supervised(tmp_path, reap):
     """``supervised(services, applications=TEST_APPS, **server_keys)`` → a
-    running :class:`Supervised` with two workers on the Redis bus (a prefix
-    of its own); killed after the test if still running."""
+    running :class:`Supervised` with two workers (on the host bus unless
+    ``bus`` says otherwise); killed after the test if still running."""
     def start(services, applications=TEST_APPS, **server):
-        bus = {"backend": "redis", "url": redis.url, "prefix": f"w{uuid.uuid4().hex[:8]}:"}
-        config = write_config(tmp_path, services, {"workers": {"workers": 2}, "bus": bus,
+        config = write_config(tmp_path, services, {"workers": {"workers": 2},
                                                    "shutdown_timeout": 5, **server}, applications)
         return reap(Supervised(config))
 
     return start
+
+
+def redis_bus(redis):
+    return {"backend": "redis", "url": redis.url, "prefix": f"w{uuid.uuid4().hex[:8]}:"}
 
 
 def parent_of(pid):
@@ -87,6 +55,28 @@ def alive(pid):
     return True
 
 
+def all_exit_within(pids, timeout):
+    """Whether every process of ``pids`` ends within ``timeout`` seconds
+    (awaited on pidfds, which a process not reaped yet also makes readable)."""
+    fds = [os.pidfd_open(pid) for pid in pids]
+    try:
+        poller, deadline = select.poll(), time.monotonic() + timeout
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        left = set(fds)
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for fd, _ in poller.poll(remaining * 1000):
+                poller.unregister(fd)
+                left.discard(fd)
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 async def pid_of_new_connection(server):
     async with websockets.connect(server.url("/pid")) as ws:
         await ws.send("?")
@@ -96,9 +86,12 @@ async def pid_of_new_connection(server):
 PIDREPORT = {"pidreport": reactive("/pid", instances=2)}
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "no_fast_path"])
-def test_connections_spread_over_two_worker_processes_on_one_port(supervised, fast_path):
-    server = supervised(PIDREPORT, fast_path=fast_path)
+@pytest.mark.parametrize("fast_path, bus", [(True, "host"), (False, "host"), (True, "redis")],
+                         ids=["fast_path", "no_fast_path", "redis"])
+def test_connections_spread_over_two_worker_processes_on_one_port(supervised, request, fast_path,
+                                                                  bus):
+    extra = {"bus": redis_bus(request.getfixturevalue("redis"))} if bus == "redis" else {}
+    server = supervised(PIDREPORT, fast_path=fast_path, **extra)
 
     async def pids():
         return await asyncio.gather(*[pid_of_new_connection(server) for _ in range(40)])
@@ -163,6 +156,181 @@ def test_sigterm_stops_every_worker_with_1001_to_every_client(supervised):
     assert not any(alive(pid) for pid in pids)
 
 
+def write_lapps_pair(directory, services, workers=3):
+    """LAppS's own deployment shape: ``ws.json`` with every LAppS key and
+    ``workers`` IO workers (3 in its examples), and ``lapps.json`` with the
+    services and every directory; no ``bus``. Returns the lapps.json path."""
+    directory = Path(directory)
+    ca, key = devcert.make_ca()
+    cert, cert_key = devcert.make_server_cert(ca, key)
+    for name, pem in (("ca.pem", devcert.pem_cert(ca)), ("localhost.crt", devcert.pem_cert(cert)),
+                      ("localhost.key", devcert.pem_key(cert_key))):
+        (directory / name).write_bytes(pem)
+    for name in ("deploy", "tmp", "etc", "workdir"):
+        (directory / name).mkdir()
+    (directory / "ws.json").write_text(json.dumps({
+        "listeners": 3, "connection_weight": 1.0, "ip": "127.0.0.1", "port": 0,
+        "lapps_config_auto_save": False,
+        "workers": {"workers": workers, "max_connections": 10000, "auto_fragment": False,
+                    "max_poll_events": 256, "max_poll_wait_ms": 10, "max_inbounds_skip": 50,
+                    "input_buffer_size": 2048},
+        "acl": {"policy": "allow", "exclude": []},
+        "tls": False, "tls_server_version": 4, "tls_client_version": 4,
+        "tls_certificates": {"ca": str(directory / "ca.pem"),
+                             "cert": str(directory / "localhost.crt"),
+                             "key": str(directory / "localhost.key")}}, indent=2))
+    path = directory / "lapps.json"
+    path.write_text(json.dumps({
+        "directories": {"applications": str(TEST_APPS), "deploy": str(directory / "deploy"),
+                        "tmp": str(directory / "tmp"), "app_conf_dir": "etc",
+                        "workdir": "workdir"},
+        "services": services}, indent=2))
+    return path
+
+
+LAPPS_PIDREPORT = {"pidreport": {
+    "internal": False, "auto_start": True, "instances": 2, "protocol": "raw",
+    "request_target": "/pid", "max_inbound_message_size": 16777216, "preload": [],
+    "depends": [], "acl": {"policy": "allow", "exclude": []}}}
+
+
+def test_the_lapps_deployment_shape_runs_three_workers_unmodified(tmp_path, reap):
+    """LAppS's "workers": 3 meant IO threads; here it is 3 processes on the
+    host bus, with no bus configured."""
+    server = reap(Supervised(write_lapps_pair(tmp_path, LAPPS_PIDREPORT)))
+    assert len(server.worker_pids()) == 3
+    assert server.wait_event("bus.available", count=3)["lapps_worker"] in (0, 1, 2)
+
+    async def pids():
+        return await asyncio.gather(*[pid_of_new_connection(server) for _ in range(30)])
+
+    answered = asyncio.run(pids())
+    assert len(answered) == 30 and len(set(answered)) >= 2
+    assert set(answered) <= set(server.worker_pids().values())
+    assert server.stop() == -signal.SIGTERM
+    assert not any("Traceback" in line for line in server.lines)
+
+
+@pytest.mark.parametrize("workers", ["auto", 3], ids=["auto", "lapps_pair"])
+def test_lapps_check_accepts_auto_and_the_lapps_pair(tmp_path, workers):
+    from test_bus import lapps_check
+    config = write_lapps_pair(tmp_path, LAPPS_PIDREPORT, workers=workers)
+    result = lapps_check(config)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{config}: ok\n", "")
+
+
+def test_auto_is_the_cpus_this_process_may_use(tmp_path):
+    config = write_config(tmp_path, PIDREPORT, {"workers": {"workers": "auto"}}, TEST_APPS)
+    loaded = configuration.load(str(config))
+    assert loaded.server["workers"]["workers"] == len(os.sched_getaffinity(0))
+    assert loaded.server["bus"]["backend"] == ("host" if len(os.sched_getaffinity(0)) > 1
+                                               else "local")
+
+
+def test_a_killed_supervisor_takes_every_worker_with_it(supervised):
+    server = supervised(PIDREPORT)
+    pids = list(server.worker_pids().values())
+    server.process.kill()
+    server.process.wait()
+    assert all_exit_within(pids, 5)
+
+
+async def lprobe_clients(server, count):
+    """``count`` clients of ``/lprobe``, each with the pid of the worker serving it."""
+    clients = []
+    for _ in range(count):
+        ws = await websockets.connect(server.url("/lprobe"), max_size=None)
+        await ws.send(call("pid"))
+        clients.append((ws, cbor2.loads(await asyncio.wait_for(ws.recv(), 10))["result"][0]))
+    return clients
+
+
+async def broadcasts(ws, count):
+    """The numbers of the next ``count`` broadcasts (cid 7) ``ws`` gets."""
+    numbers = []
+    while len(numbers) < count:
+        message = cbor2.loads(await asyncio.wait_for(ws.recv(), 20))
+        if message["cid"] == 7:
+            numbers.append(message["message"][0])
+    return numbers
+
+
+LPROBE = {"lprobe": reactive("/lprobe", protocol="LAppS", instances=2,
+                             max_outbound_buffer=200 * 1024 * 1024)}
+
+
+def test_a_killed_worker_leaves_the_channel_and_the_others_keep_receiving(supervised):
+    server = supervised(LPROBE)
+    pids = server.worker_pids()
+
+    async def scenario():
+        clients = await lprobe_clients(server, 16)
+        for ws, _ in clients:
+            await ws.send(call("subscribe", 77))
+            assert cbor2.loads(await ws.recv())["result"] == [True]
+        doomed = [ws for ws, pid in clients if pid == pids[1]]
+        survivors = [ws for ws, pid in clients if pid == pids[0]]
+        assert doomed and survivors
+        os.kill(pids[1], signal.SIGKILL)
+        for ws in doomed:
+            await asyncio.wait_for(ws.wait_closed(), 10)
+        new = server.wait_event("worker.start", index=1, restarts=1)["pid"]
+        server.wait_event("server.ready", lapps_worker=1, lapps_worker_pid=new)
+        # a subscriber on the new worker: the channel exists there too
+        late, pid = (await lprobe_clients(server, 1))[0]
+        while pid != new:
+            await late.close()
+            late, pid = (await lprobe_clients(server, 1))[0]
+        await late.send(call("subscribe", 77))
+        assert cbor2.loads(await late.recv())["result"] == [True]
+        publisher = survivors[0]
+        await publisher.send(call("publish", 77, 50, "x"))
+        got = [await broadcasts(ws, 50) for ws in survivors + [late]]
+        return [ws.close_code for ws in doomed], got
+
+    codes, got = asyncio.run(scenario())
+    assert set(codes) == {1006}
+    assert got == [list(range(1, 51))] * len(got)
+    assert server.worker_pids()[0] == pids[0]
+    assert server.count("Unhandled") == 0 and server.count("Traceback") == 0
+
+
+def test_a_worker_whose_link_breaks_closes_its_clients_1011_and_is_restarted(supervised):
+    """A stopped worker (SIGSTOP) reads nothing: the hub drops its link once
+    more than 64 MiB of broadcasts wait for it. Woken, the worker finds the
+    link gone, closes its clients 1011 and exits 75 (EX_TEMPFAIL)."""
+    server = supervised(LPROBE)
+    pids = server.worker_pids()
+
+    async def scenario():
+        clients = await lprobe_clients(server, 12)
+        stranded = [ws for ws, pid in clients if pid == pids[1]]
+        publisher = next(ws for ws, pid in clients if pid == pids[0])
+        assert stranded
+        await stranded[0].send(call("subscribe", 5))
+        assert cbor2.loads(await stranded[0].recv())["result"] == [True]
+        os.kill(pids[1], signal.SIGSTOP)
+        try:  # 8 MiB a call, until the hub gives up on worker 1
+            deadline = time.monotonic() + 60
+            while not server.events("bus.worker_behind", index=1):
+                assert time.monotonic() < deadline
+                await publisher.send(call("publish_counted", 5, 256, "z" * 32768))
+                await asyncio.wait_for(publisher.recv(), 30)
+        finally:
+            os.kill(pids[1], signal.SIGCONT)
+        for ws in stranded:
+            await asyncio.wait_for(ws.wait_closed(), 15)
+        return [ws.close_code for ws in stranded]
+
+    assert set(asyncio.run(scenario())) == {1011}
+    assert server.wait_event("worker.exit", pid=pids[1])["exit_code"] == 75
+    server.wait_event("bus.link_lost", lapps_worker=1)
+    new = server.wait_event("worker.start", index=1, restarts=1)["pid"]
+    server.wait_event("server.ready", lapps_worker=1, lapps_worker_pid=new)
+    assert server.worker_pids()[0] == pids[0]
+    assert server.count("Traceback") == 0
+
+
 def test_sighup_reloads_every_worker(supervised):
     server = supervised(PIDREPORT)
     server.process.send_signal(signal.SIGHUP)
@@ -186,14 +354,13 @@ def test_a_standalone_service_runs_once_per_host_unless_every_worker(supervised,
         server.wait_event("instance.start", service="ticker", lapps_worker=index)
 
 
-def test_a_port_in_use_stops_the_start_with_one_line(tmp_path, redis):
+def test_a_port_in_use_stops_the_start_with_one_line(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = write_config(tmp_path, PIDREPORT, {
-            "port": port, "workers": {"workers": 2},
-            "bus": {"backend": "redis", "url": redis.url}}, TEST_APPS)
+        config = write_config(tmp_path, PIDREPORT, {"port": port, "workers": {"workers": 2}},
+                              TEST_APPS)
         result = run_twistd(config)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
@@ -201,14 +368,13 @@ def test_a_port_in_use_stops_the_start_with_one_line(tmp_path, redis):
     assert "Traceback" not in result.stdout
 
 
-def test_a_second_server_on_the_same_port_is_refused(supervised, tmp_path, redis):
+def test_a_second_server_on_the_same_port_is_refused(supervised, tmp_path):
     """Its workers would bind beside the first one's (same user, SO_REUSEPORT)
     and take half the connections: the supervisor refuses to start instead."""
     first = supervised(PIDREPORT, port=free_port())
     (tmp_path / "second").mkdir()
     config = write_config(tmp_path / "second", PIDREPORT, {
-        "port": first.port, "workers": {"workers": 2},
-        "bus": {"backend": "redis", "url": redis.url}}, TEST_APPS)
+        "port": first.port, "workers": {"workers": 2}}, TEST_APPS)
     result = run_twistd(config)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
@@ -216,9 +382,9 @@ def test_a_second_server_on_the_same_port_is_refused(supervised, tmp_path, redis
     assert first.process.poll() is None
 
 
-def test_a_service_that_does_not_load_stops_the_start_as_in_one_process(tmp_path, redis):
-    config = write_config(tmp_path, {"broken": reactive("/b")}, {
-        "workers": {"workers": 2}, "bus": {"backend": "redis", "url": redis.url}}, TEST_APPS)
+def test_a_service_that_does_not_load_stops_the_start_as_in_one_process(tmp_path):
+    config = write_config(tmp_path, {"broken": reactive("/b")}, {"workers": {"workers": 2}},
+                          TEST_APPS)
     result = run_twistd(config)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
@@ -270,9 +436,8 @@ class _NoFork(MemoryReactorClock):
         raise OSError(errno.EMFILE, "Too many open files")
 
 
-def test_a_worker_that_cannot_be_spawned_is_tried_again_with_backoff(tmp_path, redis):
-    config = write_config(tmp_path, PIDREPORT, {
-        "workers": {"workers": 2}, "bus": {"backend": "redis", "url": redis.url}}, TEST_APPS)
+def test_a_worker_that_cannot_be_spawned_is_tried_again_with_backoff(tmp_path):
+    config = write_config(tmp_path, PIDREPORT, {"workers": {"workers": 2}}, TEST_APPS)
     reactor = _NoFork()
     supervisor = Supervisor(configuration.load(str(config)), reactor)
     supervisor.startService()

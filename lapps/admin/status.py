@@ -9,7 +9,7 @@ import collections
 import weakref
 from dataclasses import dataclass
 
-from lapps.bus import address as bus_address
+from lapps.bus.redis import address as bus_address
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ class ProcessStatus:
             elif not service.config.standalone and not any(i.healthy for i in service.instances):
                 lines.append(f"service {service.name}: no running instance "
                              "(onStart failed or timed out)")
-        redis = lapps.bus.redis
-        if redis is not None and not redis.available:
-            lines.append(redis.problem().decode("utf-8", "replace"))
+        connection = lapps.bus.connection
+        if connection is not None and not connection.available:
+            lines.append(connection.problem().decode("utf-8", "replace"))
         return lines
 
     def services(self):

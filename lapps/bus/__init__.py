@@ -1,26 +1,32 @@
 """The bus: where bcast channels and mqr queues live (server key ``bus``).
 
-The Lua modules see two objects with one interface whatever the backend:
+The Lua modules (:mod:`lapps.lua.bcast`, :mod:`lapps.lua.mqr`) see two
+objects with one interface whatever the backend:
 
-* the *broadcasts* (:class:`lapps.services.bcast.Broadcasts`): ``create``,
-  ``subscribe``, ``unsubscribe``, ``exists`` and ``publish`` (True, or
-  ``(False, why)``), plus ``drop`` for a closed connection;
-* the *queues* (:class:`lapps.services.mqr.MessageQueues`): ``queue(name)``,
-  whose ``post``, ``take``, ``take_or_wait``, ``forget`` and ``pass_on``
-  answer at once or, with the ``done`` callable they are given, later
-  (:data:`lapps.services.mqr.PENDING`).
+* the *broadcasts* (:class:`lapps.bus.local.bcast.Broadcasts` and its
+  subclasses): ``create``, ``subscribe``, ``unsubscribe``, ``exists`` and
+  ``publish`` (True, or ``(False, why)``), plus ``drop`` for a closed
+  connection;
+* the *queues* (:class:`lapps.bus.local.mqr.MessageQueues` and its
+  likes): ``queue(name)``, whose ``post``, ``take``, ``take_or_wait``,
+  ``forget`` and ``pass_on`` answer at once or, with the ``done`` callable
+  they are given, later (:data:`lapps.bus.entries.PENDING`).
 
-``local`` (the default) keeps both in this process. ``redis`` puts them in
-Redis (:mod:`lapps.bus.redis_bus`, :mod:`lapps.bus.redis_bcast`,
-:mod:`lapps.bus.redis_mqr`), shared by every process and host that names
-the same URL and prefix.
+Three backends, one folder each:
+
+* ``local`` (:mod:`lapps.bus.local`): in this process; the default of one
+  process.
+* ``host`` (:mod:`lapps.bus.host`): the supervisor carries them between its
+  worker processes over Unix-domain sockets; the default with workers.
+* ``redis`` (:mod:`lapps.bus.redis`): in Redis, shared by every process and
+  host that names the same URL and prefix.
+
+With ``host`` and ``redis`` a *connection* service links this process to
+the bus; the Lua services start once it is ready.
 """
 
 from dataclasses import dataclass
 from typing import Any
-
-from lapps.services.bcast import Broadcasts
-from lapps.services.mqr import MessageQueues
 
 
 class BusUnavailable(Exception):
@@ -31,18 +37,30 @@ class BusUnavailable(Exception):
 class Bus:
     broadcasts: Any
     queues: Any
-    redis: Any = None  # the RedisBus service, with the redis backend
+    connection: Any = None  # the service linking this process to a shared bus
 
 
-def build(settings, max_queue, connections, reactor) -> Bus:
-    """The bus the server config's ``bus`` section describes. With Redis,
-    Redis must answer now: :class:`BusUnavailable` if not."""
-    if settings["backend"] == "local":
-        return Bus(Broadcasts(connections, reactor), MessageQueues(max_queue))
-    # txredisapi is imported only when a server uses Redis
-    from lapps.bus.redis_bcast import RedisBroadcasts
-    from lapps.bus.redis_bus import RedisBus
-    from lapps.bus.redis_mqr import RedisQueues
-    redis = RedisBus(settings, reactor)
-    redis.probe()
-    return Bus(RedisBroadcasts(connections, reactor, redis), RedisQueues(redis, max_queue), redis)
+def build(settings, max_queue, connections, reactor, host_link=None) -> Bus:
+    """The bus the server config's ``bus`` section describes (``backend``
+    resolved). With Redis, Redis must answer now: :class:`BusUnavailable`
+    if not. ``host_link`` is a worker's descriptor of its link to the
+    supervisor; a process without one (no workers) has no host to share
+    with, so ``host`` is the local bus there."""
+    backend = settings["backend"]
+    if backend == "host" and host_link is not None:
+        from lapps.bus.host.bcast import HostBroadcasts
+        from lapps.bus.host.link import HostLink
+        from lapps.bus.host.mqr import HostQueues
+        link = HostLink(host_link, reactor)
+        return Bus(HostBroadcasts(connections, reactor, link), HostQueues(link, max_queue), link)
+    if backend == "redis":
+        from lapps.bus.redis.bcast import RedisBroadcasts
+        from lapps.bus.redis.bus import RedisBus
+        from lapps.bus.redis.mqr import RedisQueues
+        redis = RedisBus(settings, reactor)
+        redis.probe()
+        return Bus(RedisBroadcasts(connections, reactor, redis), RedisQueues(redis, max_queue),
+                   redis)
+    from lapps.bus.local.bcast import Broadcasts
+    from lapps.bus.local.mqr import MessageQueues
+    return Bus(Broadcasts(connections, reactor), MessageQueues(max_queue))

@@ -1,7 +1,7 @@
 """``mqr``: named in-process message queues between services (spec §6.5).
 
 ``mqr.create(name)`` gives a handle on the queue of that name, which every
-service and instance shares (:mod:`lapps.services.mqr`). Values are copied:
+service and instance shares (:mod:`lapps.bus`). Values are copied:
 a table or an nljson value is converted to Python when posted
 (``nljson.to_python``) and into the receiver's own runtime when received
 (``nljson.to_lua``), so sender and receiver never share state; a string,
@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 
 from lapps.lua.nljson import NlJsonError
-from lapps.services.mqr import FETCHED, PENDING, Json as _Json
+from lapps.bus.entries import FETCHED, PENDING, Json as _Json
 
 _MQR = b"""
 local create, post_json, post_plain, try_recv, recv, wait, give_up = ...
@@ -80,7 +80,11 @@ else                 -- reactive: recv suspends the instance's coroutine
     if getmetatable(self) ~= Queue then return nil, RECV end
     local value, err, key = recv(self.name)
     if key == nil then return value, err end
-    local ok, got, err = wait(key)
+    local called, ok, got, err = pcall(wait, key)
+    if not called then  -- it cannot suspend here: the recv waits for nothing
+      give_up(key)
+      error(ok, 0)
+    end
     if ok then return got, err end
     return give_up(key)
   end
@@ -362,7 +366,9 @@ class _Reactive(_Module):
         return None, None, key
 
     def give_up(self, key):
-        """The instance stopped waiting (the server stops): unregister."""
+        """The instance stopped waiting (the server stops, or the recv could
+        not suspend): unregister."""
+        self.pending.pop(key, None)
         waiting = self.waits.pop(key, None)
         if waiting is not None:
             waiting.active = False

@@ -18,9 +18,9 @@ from lapps.metrics import definitions as m
 from lapps.metrics.latency import Latency, fold
 
 _servers = weakref.WeakSet()      # LAppSServerFactory
-_broadcasts = weakref.WeakSet()   # lapps.services.bcast.Broadcasts (and the Redis one)
-_queues = weakref.WeakSet()       # MessageQueues, RedisQueues
-_buses = weakref.WeakSet()        # lapps.bus.redis_bus.RedisBus
+_broadcasts = weakref.WeakSet()   # lapps.bus.local.bcast.Broadcasts (and its subclasses)
+_queues = weakref.WeakSet()       # MessageQueues, HostQueues, RedisQueues
+_buses = weakref.WeakSet()        # RedisBus, HostLink
 
 #: The traffic counters folded in, in the order of :func:`traffic`.
 _TRAFFIC = (m.messages_received, m.bytes_received, m.messages_sent, m.bytes_sent)
@@ -118,7 +118,7 @@ def refresh(multiprocess):
     _publish(m.mqr_depth, _depths(), multiprocess)
     for bus in list(_buses):
         if bus.running:
-            m.bus_up.labels("redis").set(1 if bus.available else 0)
+            m.bus_up.labels(bus.backend).set(1 if bus.available else 0)
 
 
 def _subscribers():

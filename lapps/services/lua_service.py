@@ -19,7 +19,7 @@ class ServerParts:
     reactor: Any
     client_tls: Callable   # host -> TLS connection creator for cws wss://
     pam_auth: Any = None   # the pam_auth service (lapps.services.pam_auth.PamAuth)
-    mqr: Any = None        # the named message queues (lapps.services.mqr.MessageQueues)
+    mqr: Any = None        # the named message queues (lapps.bus)
 
 
 class LuaService(Service):

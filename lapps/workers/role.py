@@ -8,7 +8,8 @@ from lapps.workers import reuseport
 
 @dataclass(frozen=True)
 class WorkerRole:
-    """Worker ``index`` (from 0) of a server whose port is ``port``.
+    """Worker ``index`` (from 0) of a server whose port is ``port``;
+    ``bus_link`` is its descriptor of the host bus (None on another bus).
 
     Standalone services run in worker 0 only, unless their descriptor says
     ``"every_worker": true``: they are loops of the host (a producer, a
@@ -18,6 +19,7 @@ class WorkerRole:
 
     index: int
     port: int
+    bus_link: int | None = None
 
     def endpoint(self, server, reactor):
         """The listening endpoint, on the shared port."""

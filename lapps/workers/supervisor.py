@@ -9,6 +9,8 @@
   lapps.workers.worker``) with ``worker_env`` as their environment and
   relays their log events (:mod:`lapps.workers.relay`). It logs
   ``server.ready`` once every worker has logged its own.
+- On the host bus it runs the hub (:mod:`lapps.bus.host.hub`) and gives
+  each worker it starts a new link to it.
 - A worker that exits while the server runs is started again after a
   delay: 0.5 s, doubling at each exit in a row up to 30 s, back to 0.5 s
   once a worker has lived ``STABLE_AFTER`` seconds (``worker.exit``,
@@ -42,14 +44,15 @@ from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 
 from lapps import config as configuration, metrics
+from lapps.bus.host.hub import Hub
 from lapps.deadline import within
 from lapps.workers import reuseport
 from lapps.workers.relay import EventRelay
 
 log = Logger(namespace="lapps.workers")
 
-#: The worker's end of its log pipe.
-LOG_FD = 3
+#: The worker's end of its log pipe, and of its host bus link.
+LOG_FD, BUS_FD = 3, 4
 #: Restart delays (seconds): the first, and the cap of the doubling.
 FIRST_DELAY, MAX_DELAY = 0.5, 30.0
 #: A worker that lived this long (seconds) is restarted after FIRST_DELAY again.
@@ -144,6 +147,8 @@ class Supervisor(Service):
         self.worker_env = dict(os.environ, **metrics.multiprocess_env(self._metrics_dir))
         self.exit_hooks = [metrics.worker_exited]
         self.workers = [Worker(i) for i in range(server["workers"]["workers"])]
+        self.hub = Hub(server["mqr"]["max_queue"], reactor) \
+            if server["bus"]["backend"] == "host" else None
         self._ready = []  # Deferreds of when_ready(); None once all were ready
 
     def when_ready(self):
@@ -170,15 +175,24 @@ class Supervisor(Service):
         args = [sys.executable, "-m", "lapps.workers.worker",
                 "--config", os.path.abspath(self.config.source), "--index", str(worker.index),
                 "--port", str(self.port), "--log-fd", str(LOG_FD), "--supervisor", str(os.getpid())]
+        child_fds = {0: "w", 1: 1, 2: 2, LOG_FD: "r"}
+        bus_link = None
         try:
+            if self.hub is not None:
+                bus_link = self.hub.socket_for(worker.index)
+                child_fds[BUS_FD] = bus_link.fileno()
+                args += ["--bus-fd", str(BUS_FD)]
             worker.process = self.reactor.spawnProcess(
                 _WorkerProtocol(self, worker), sys.executable, args, env=self.worker_env,
-                childFDs={0: "w", 1: 1, 2: 2, LOG_FD: "r"})
+                childFDs=child_fds)
         except OSError as e:  # no fork, no descriptors left, ...: tried again, with backoff
             log.error("worker {index} could not be started: {reason}",
                       lapps_event="worker.spawn_failed", index=worker.index, reason=str(e))
             self._schedule_restart(worker, lived=0)
             return
+        finally:
+            if bus_link is not None:
+                bus_link.close()  # the worker has its own copy (or never came: the hub sees EOF)
         worker.pid, worker.ready = worker.process.pid, False
         worker.started_at, worker.ended = self.reactor.seconds(), Deferred()
         log.info("worker {index} started: pid {pid}", lapps_event="worker.start",
@@ -278,6 +292,8 @@ class Supervisor(Service):
                           lapps_event="config.reload_failed", line=line)
             return fail(e)
         self.config = cfg
+        if self.hub is not None:
+            self.hub.max_queue = cfg.server["mqr"]["max_queue"]
         running = [w for w in self.workers if w.process is not None]
         log.info("reloading: SIGHUP to workers {pids}", lapps_event="workers.reload",
                  pids=[w.pid for w in running])

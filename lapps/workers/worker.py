@@ -1,13 +1,17 @@
 """A worker process, as the supervisor starts it::
 
-    python -m lapps.workers.worker --config PATH --index I --port P --log-fd 3 --supervisor PID
+    python -m lapps.workers.worker --config PATH --index I --port P --log-fd 3 --supervisor PID \
+        [--bus-fd 4]
 
 One whole ``LAppSService`` (:class:`lapps.workers.role.WorkerRole`) on its
 own reactor: it listens on the shared port, logs its events as JSON lines
 on ``--log-fd`` for the supervisor to relay, stops on SIGTERM as a single
 server does and reloads on SIGHUP. Lua's ``print`` writes to stdout, which
-is the supervisor's. Exit status: 0 after a stop, 78 (EX_CONFIG) when the
-config or a service does not load, 1 when the port cannot be bound."""
+is the supervisor's. On the host bus, ``--bus-fd`` is its link to the
+supervisor; a link lost while it runs closes its clients with 1011 and ends
+it. Exit status: 0 after a stop, 78 (EX_CONFIG) when the config or a
+service does not load, 1 when the port cannot be bound, 75 (EX_TEMPFAIL)
+when the bus link was lost."""
 
 import argparse
 import ctypes
@@ -22,6 +26,9 @@ from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 log = Logger(namespace="lapps.workers")
 
 EX_CONFIG = 78
+EX_TEMPFAIL = 75
+#: Close code for clients of a worker that lost its bus (RFC 6455: Internal Error).
+INTERNAL_ERROR = 1011
 _PR_SET_PDEATHSIG = 1
 
 
@@ -60,6 +67,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="lapps.workers.worker")
     for name in ("--index", "--port", "--log-fd", "--supervisor"):
         parser.add_argument(name, type=int, required=True)
+    parser.add_argument("--bus-fd", type=int, default=None)
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
     _die_with(args.supervisor)
@@ -74,7 +82,8 @@ def main(argv=None):
     from lapps.workers.role import WorkerRole
 
     try:
-        lapps = LAppSService(args.config, reactor, worker=WorkerRole(args.index, args.port))
+        lapps = LAppSService(args.config, reactor,
+                             worker=WorkerRole(args.index, args.port, args.bus_fd))
     except ConfigError as e:
         for line in e.lines:
             log.error("worker {index} cannot start: {line}", lapps_event="worker.config_error",
@@ -91,10 +100,23 @@ def main(argv=None):
         log.error("worker {index} cannot listen: {reason}", lapps_event="worker.listen_failed",
                   index=args.index, reason=str(e.socketError))
         return 1
+    lost = []
+    if args.bus_fd is not None:  # the host bus
+        lapps.bus.connection.lost_hooks.append(lambda: _end_without_bus(lapps, reactor, lost))
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.callWhenRunning(_stop_once, reactor)  # after Twisted's own handlers
     reactor.run()
-    return 0
+    return EX_TEMPFAIL if lost else 0
+
+
+def _end_without_bus(lapps, reactor, lost):
+    """The host bus link broke: bcast and mqr cannot work here any more.
+    Close every client with 1011 (they reconnect, to a worker with a bus),
+    then stop; the supervisor starts this worker again."""
+    lost.append(True)
+    closing = lapps.factory.close(lapps.factory.protocols, INTERNAL_ERROR, b"bus link lost",
+                                  lapps.listener.drain_timeout, reactor)
+    closing.addBoth(lambda _: reactor.stop())
 
 
 if __name__ == "__main__":

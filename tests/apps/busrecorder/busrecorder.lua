@@ -5,6 +5,9 @@
 -- after settings.mark messages, and "busrecorder done" with its count.
 busrecorder = {}
 
+-- the process it runs in (a worker, with several): /proc/self/stat starts with its id
+local function pid() return io.lines("/proc/self/stat")():match("^%d+") end
+
 local queue, file
 
 function busrecorder.init()
@@ -21,7 +24,7 @@ function busrecorder.run()
     file:write(message.n, "\n")
     file:flush()
     got = got + 1
-    if got == settings.mark then print("busrecorder mark " .. instance_id) end
+    if got == settings.mark then print("busrecorder mark " .. instance_id .. " pid=" .. pid()) end
   end
   file:close()
   print("busrecorder done " .. instance_id .. " count=" .. got)

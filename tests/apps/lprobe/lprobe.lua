@@ -39,6 +39,17 @@ function methods.publish(handler, msg_type, message)
   return result(handler, { count })
 end
 
+function methods.publish_counted(handler, msg_type, message)
+  -- as publish, answering how many sends the bus accepted
+  local channel, count, accepted = message.params[1], message.params[2], 0
+  for i = 1, count do
+    if bcast:send(channel, { cid = 7, message = { i, message.params[3] } }) then
+      accepted = accepted + 1
+    end
+  end
+  return result(handler, { accepted })
+end
+
 function methods.bad(handler, msg_type, message)
   local ok, err = ws:send(handler, { cid = 0, status = 1 })
   return result(handler, { tostring(ok), err })
@@ -51,6 +62,14 @@ end
 
 function methods.error(handler, msg_type, message)
   return ws:send(handler, { cid = 0, status = 0, error = { code = 42, message = "as asked" } })
+end
+
+function methods.pid(handler, msg_type, message)
+  -- the worker process this connection is served by (/proc/self/stat starts with the pid)
+  local stat = assert(io.open("/proc/self/stat", "r"))
+  local pid = tonumber(stat:read("*l"):match("^(%d+)"))
+  stat:close()
+  return result(handler, { pid })
 end
 
 function methods.globals(handler, msg_type, message)

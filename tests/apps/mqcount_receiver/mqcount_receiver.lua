@@ -4,6 +4,9 @@
 -- numbers came in increasing order (FIFO), and the bitmap in hex.
 mqcount_receiver = {}
 
+-- the process it runs in (a worker, with several): /proc/self/stat starts with its id
+local function pid() return io.lines("/proc/self/stat")():match("^%d+") end
+
 local bit = require("bit")
 local band, bor, lshift, tohex = bit.band, bit.bor, bit.lshift, bit.tohex
 local floor = math.floor
@@ -36,7 +39,8 @@ function mqcount_receiver.run()
   local hex = {}
   for i = 1, #words do hex[i] = tohex(words[i], 8) end
   print("mqcount got " .. instance_id .. " count=" .. got .. " dups=" .. dups .. " bad=" .. bad
-        .. " ordered=" .. tostring(ordered) .. " bits=" .. table.concat(hex))
+        .. " ordered=" .. tostring(ordered) .. " bits=" .. table.concat(hex)
+        .. " pid=" .. pid())
   local sleeper = nap:new()  -- not recv: the other receiver's done is still queued
   while not must_stop() do sleeper:sleep(3600) end
 end

@@ -120,6 +120,14 @@ function commands.usage(queue)
   return table.concat(out, "\n")
 end
 
+-- the worker process serving this connection ("pid -"; /proc/self/stat starts with it)
+function commands.pid()
+  local stat = assert(io.open("/proc/self/stat", "r"))
+  local pid = stat:read("*l"):match("^(%d+)")
+  stat:close()
+  return pid
+end
+
 function mqprobe.onStart() end
 
 function mqprobe.onMessage(handler, opcode, message)

@@ -3,7 +3,7 @@ same Redis and prefix, with competing receivers, each entry to exactly one.
 
 A queue is a Redis stream read through one consumer group; each process is
 one consumer (``bus.consumer``). The operations keep the local queue's
-interface (:class:`lapps.services.mqr.Queue`), so the Lua module does not
+interface (:class:`lapps.bus.remote.RemoteQueue`), so the Lua module does not
 know which bus runs:
 
 * ``post`` runs a script that refuses the entry when the stream holds
@@ -32,19 +32,15 @@ While the bus is unavailable every call returns at once with the bus's
 problem; waiting receivers are woken to get it.
 """
 
-import collections
-import threading
-
-from twisted.application.service import Service
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.threadable import isInIOThread
 
-from lapps import metrics
-from lapps.bus.link import Link
-from lapps.bus.redis_bus import failure_text
-from lapps.services import mqr as local
+from lapps.bus.entries import FETCHED, PENDING, QUEUE_FULL, decode, encode
+from lapps.bus.local import mqr as local
+from lapps.bus.redis.bus import failure_text
+from lapps.bus.redis.link import Link
+from lapps.bus.remote import RemoteQueue
 
 log = Logger(namespace="lapps.mqr")
 
@@ -72,27 +68,18 @@ redis.call('XACK', KEYS[1], 'lapps', unpack(ARGV))
 return redis.call('XDEL', KEYS[1], unpack(ARGV))
 """
 
-_QUEUE_FULL = (False, b"queue full")
-_UNAVAILABLE = object()
 
 
 def _is_missing_group(failure):
     return "NOGROUP" in str(failure.value)
 
 
-class RedisQueue(local.Queue):
-    """One named queue, as this process sees it: the local queue's items are
-    the ``(id, entry)`` read from Redis for this process, and its waiters
-    (``forget``, ``pass_on``) work alike."""
+class RedisQueue(RemoteQueue):
+    """One named queue on the Redis bus, as this process sees it."""
 
     def __init__(self, queues, name):
-        super().__init__(name, queues.max_queue)
-        self.bus = queues.bus
+        super().__init__(name, queues.max_queue, queues.bus)
         self.key = queues.bus.key(b"mqr:", name)
-        self.consuming = False            # a receiver here has asked: reclaim for it
-        self._held = {}                   # thread id -> ids it took, acknowledged at its next take
-        self._acks = []                   # ids to acknowledge
-        self._flushing = False            # a flush of _acks is scheduled or running
         self._reader = None               # the blocking connection, made at the first wait
         self._reading = False
 
@@ -102,8 +89,8 @@ class RedisQueue(local.Queue):
         bus = self.bus
         if not bus.available:
             return False, bus.problem()
-        bus.call(self._post, local.encode(entry), done)
-        return local.PENDING
+        bus.call(self._post, encode(entry), done)
+        return PENDING
 
     def _post(self, data, done):
         protocol = self.bus.command.protocol
@@ -111,7 +98,7 @@ class RedisQueue(local.Queue):
             self.bus.reactor.callLater(0, done, (False, self.bus.problem()))
             return
         d = protocol.eval(_POST, [self.key], [self.limit, data])
-        d.addCallbacks(lambda added: done(True if added else _QUEUE_FULL),
+        d.addCallbacks(lambda added: done(True if added else QUEUE_FULL),
                        lambda failure: done((False, self._failed(failure))))
 
     def _failed(self, failure):
@@ -119,120 +106,33 @@ class RedisQueue(local.Queue):
 
     # Receiving.
 
-    def take(self, done=None):
-        """A buffered entry, or None; with ``done``, when none is buffered:
-        PENDING, and ``done(FETCHED)`` once what Redis has queued is
-        buffered (or ``done((None, why))``)."""
-        entry = self._take_buffered()
-        if entry is not None or done is None:
-            return entry
-        if not self.bus.available:
-            return None, self.bus.problem()
-        self.bus.call(self._fetch_now, done)
-        return local.PENDING
-
-    def take_or_wait(self, waiter):
-        entry = self._take_buffered(waiter)
-        if entry is _UNAVAILABLE:
-            return None, self.bus.problem()
-        if entry is None:
-            self.bus.call(self._read)
-        return entry
-
-    def _take_buffered(self, waiter=None):
-        """The oldest buffered entry (held for its receiver), or None after
-        registering ``waiter``, or _UNAVAILABLE instead while the bus is (the
-        bus going down wakes the waiters: none may register after that).
-        First, what this thread took before is done."""
-        self.consuming = True
-        on_reactor = isInIOThread()
-        thread = None if on_reactor else threading.get_ident()
-        with self._lock:
-            done_with = self._held.pop(thread, None)
-            if self._items:
-                entry_id, entry = self._items.popleft()
-                if on_reactor:
-                    self._acks.append(entry_id)
-                else:
-                    self._held[thread] = [entry_id]
-            else:
-                entry_id = entry = None
-                if waiter is not None and not self.bus.available:
-                    entry = _UNAVAILABLE
-                elif waiter is not None and not waiter.registered:
-                    waiter.registered = True
-                    self._waiters.append(waiter)
-            if done_with:
-                self._acks.extend(done_with)
-            flush = bool(done_with or on_reactor and entry_id) and not self._flushing
-            if flush:
-                self._flushing = True
-        if flush:  # on the reactor: the next turn, after the receiving callback
-            if on_reactor:
-                self.bus.reactor.callLater(0, self._flush)
-            else:
-                self.bus.reactor.callFromThread(self._flush)
-        return entry
-
-    def release_all(self):
-        """At stop: what every thread took is done."""
-        with self._lock:
-            for ids in self._held.values():
-                self._acks.extend(ids)
-            self._held.clear()
-        return self._flush()
-
-    def _flush(self):
-        """Acknowledge what receivers are done with (on the reactor)."""
-        with self._lock:
-            ids, self._acks = self._acks, []
-            self._flushing = False
+    def _send_acks(self, ids):
         protocol = self.bus.command.protocol
-        if not ids:
-            return None
         if protocol is None:  # again when the bus is back
-            self._requeue_acks(ids)
+            self.requeue_acks(ids)
             return None
         batches = [protocol.eval(_ACK, [self.key], ids[i:i + _BATCH])
                    for i in range(0, len(ids), _BATCH)]
         for batch, d in zip(range(0, len(ids), _BATCH), batches):
-            d.addErrback(lambda _, part=ids[batch:batch + _BATCH]: self._requeue_acks(part))
+            d.addErrback(lambda _, part=ids[batch:batch + _BATCH]: self.requeue_acks(part))
         return batches[-1]
 
-    def _requeue_acks(self, ids):
-        with self._lock:
-            self._acks[:0] = ids
-
     def _arrived(self, entries, first=False):
-        """Buffer entries read (or claimed: ``first``) from Redis and wake a
-        waiter for each."""
+        """Buffer entries read (or claimed: ``first``) from Redis."""
         decoded, bad = [], []
         for entry_id, fields in entries:
             if fields is None:  # deleted since (a claimed entry already acknowledged)
                 continue
             try:
-                decoded.append((entry_id, local.decode(dict(zip(fields[::2], fields[1::2]))[b"v"])))
+                decoded.append((entry_id, decode(dict(zip(fields[::2], fields[1::2]))[b"v"])))
             except (ValueError, KeyError) as e:
                 log.error("mqr queue {queue}: entry {id} is not one lapps wrote ({reason}); "
-                          "dropped", lapps_event="mqr.bad_entry", queue=self._shown(),
+                          "dropped", lapps_event="mqr.bad_entry", queue=self.shown(),
                           id=entry_id.decode(), reason=str(e))
                 bad.append(entry_id)
-        with self._lock:
-            self._acks.extend(bad)
-            if first:
-                self._items.extendleft(reversed(decoded))
-            else:
-                self._items.extend(decoded)
-            woken = []
-            while self._waiters and len(woken) < len(self._items):
-                waiter = self._waiters.popleft()
-                waiter.registered = False
-                woken.append(waiter)
-        for waiter in woken:
-            waiter.wake()
-
-    def _shown(self):
-        return self.name.decode("utf-8", "replace")
+        if bad:
+            self.requeue_acks(bad)
+        self.arrived(decoded, first)
 
     def _read_command(self, count, block=None):
         command = [b"XREADGROUP", b"GROUP", GROUP, self.bus.consumer, b"COUNT", count]
@@ -253,7 +153,7 @@ class RedisQueue(local.Queue):
     def _fetched(self, reply):
         if reply:
             self._arrived(reply[0][1])
-        return local.FETCHED
+        return FETCHED
 
     @inlineCallbacks
     def _with_group(self, protocol, command):
@@ -283,7 +183,7 @@ class RedisQueue(local.Queue):
         if self._reading or not self._waiters or not self.bus.available:
             return
         if self._reader is None:
-            self._reader = Link(f"mqr {self._shown()}", self.bus.address, self.bus.reactor,
+            self._reader = Link(f"mqr {self.shown()}", self.bus.address, self.bus.reactor,
                                 on_up=lambda _: self._read())
             self._reader.start()
         protocol = self._reader.protocol
@@ -304,19 +204,10 @@ class RedisQueue(local.Queue):
         self._reading = False
         if self._reader is not None and self._reader.protocol is not None:
             log.error("mqr queue {queue}: reading from Redis failed: {reason}",
-                      lapps_event="mqr.read_failed", queue=self._shown(),
+                      lapps_event="mqr.read_failed", queue=self.shown(),
                       reason=failure_text(failure))
             self.bus.reactor.callLater(1, self._read)
         # else the link is down: it reads again when it is back up
-
-    def bus_down(self):
-        """Wake every waiter: it finds the bus unavailable and says so."""
-        with self._lock:
-            woken, self._waiters = list(self._waiters), collections.deque()
-            for waiter in woken:
-                waiter.registered = False
-        for waiter in woken:
-            waiter.wake()
 
     @inlineCallbacks
     def reclaim(self, protocol):
@@ -348,7 +239,7 @@ class RedisQueue(local.Queue):
                     continue  # the rest next time, before the consumer is deleted
             yield protocol.execute_command(b"XGROUP", b"DELCONSUMER", self.key, GROUP, name)
             log.info("mqr queue {queue}: took {count} entries of the dead consumer {consumer}",
-                     lapps_event="mqr.reclaimed", queue=self._shown(), count=claimed,
+                     lapps_event="mqr.reclaimed", queue=self.shown(), count=claimed,
                      consumer=name.decode("utf-8", "replace"))
 
     def close(self):
@@ -357,29 +248,21 @@ class RedisQueue(local.Queue):
         return None
 
 
-class RedisQueues(Service):
+class RedisQueues(local.NamedQueues):
     """The named queues on the Redis bus (the ``mqr`` service of the tree,
-    with the interface of :class:`lapps.services.mqr.MessageQueues`)."""
-
-    name = "mqr"
+    with the interface of :class:`lapps.bus.local.mqr.MessageQueues`)."""
 
     def __init__(self, bus, max_queue):
-        self.bus, self.max_queue = bus, max_queue
-        self._lock = threading.Lock()
-        self._queues = {}
-        metrics.watch_queues(self)
+        super().__init__(max_queue)
+        self.bus = bus
         self._alive = bus.key(b"alive:", bus.consumer)
         self._patrol = LoopingCall(self._check)
         self._patrol.clock = bus.reactor
         bus.sync_hooks.append(self._sync)
         bus.down_hooks.append(self._down)
 
-    def queue(self, name: bytes) -> RedisQueue:
-        queue = self._queues.get(name)
-        if queue is None:
-            with self._lock:
-                queue = self._queues.setdefault(name, RedisQueue(self, name))
-        return queue
+    def new_queue(self, name):
+        return RedisQueue(self, name)
 
     def _ttl(self):
         return int(self.bus.consumer_timeout * 1000)
@@ -431,7 +314,7 @@ class RedisQueues(Service):
             if len(queue):
                 log.info("mqr queue {queue}: {count} entries read by this process go back to "
                          "the other receivers", lapps_event="mqr.released",
-                         queue=queue._shown(), count=len(queue))
+                         queue=queue.shown(), count=len(queue))
         if protocol is not None:
             try:
                 yield protocol.execute_command(b"DEL", self._alive)

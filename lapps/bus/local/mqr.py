@@ -1,4 +1,5 @@
-"""The process-wide named message queues behind the ``mqr`` Lua module.
+"""The local bus's named message queues (one process), behind the ``mqr``
+Lua module.
 
 A queue is created on first use of its name and shared by every service and
 instance. Posts and receives come from standalone threads and from the
@@ -16,68 +17,16 @@ woken waiter that will not take (it is stopping) passes the wake-up on.
 import collections
 import threading
 
-import cbor2
 from twisted.application.service import Service
 from twisted.logger import Logger
 
 from lapps import metrics
+from lapps.bus.entries import QUEUE_FULL
 
 log = Logger(namespace="lapps.mqr")
 
 #: The default of the server key ``mqr.max_queue``.
 DEFAULT_MAX_QUEUE = 10000
-
-#: What a queue operation returns when its answer comes later, through the
-#: ``done`` callable it was given (on the reactor thread). The local queues
-#: always answer at once; the Redis bus (:mod:`lapps.bus.redis_mqr`) may not.
-PENDING = object()
-#: What a queue's ``take(done)`` calls ``done`` with once it has fetched what
-#: is queued (then a plain ``take()`` takes from that).
-FETCHED = object()
-
-_QUEUE_FULL = (False, b"queue full")
-
-
-class Json:
-    """A queued JSON value (Python form), to be rebuilt as nljson by the
-    receiver, and the size of its CBOR form."""
-
-    __slots__ = ("value", "size")
-
-    def __init__(self, value, size):
-        self.value, self.size = value, size
-
-
-def encode(entry) -> bytes:
-    """An entry as bytes, for a bus that carries bytes (Redis): a type tag
-    and the value, so that it comes back as the same Python type."""
-    kind = type(entry)
-    if kind is bytes:
-        return b"s" + entry
-    if kind is Json:
-        return b"j" + cbor2.dumps(entry.value)
-    if kind is bool:
-        return b"t" if entry else b"f"
-    return (b"i%d" % entry) if kind is int else b"d" + repr(entry).encode()
-
-
-def decode(data: bytes):
-    """The entry :func:`encode` made (ValueError if ``data`` is not one)."""
-    tag, body = data[:1], data[1:]
-    if tag == b"s":
-        return body
-    if tag == b"j":
-        try:
-            return Json(cbor2.loads(body), len(body))
-        except cbor2.CBORDecodeError as e:
-            raise ValueError(f"bad CBOR: {e}") from None
-    if tag in (b"t", b"f"):
-        return tag == b"t"
-    if tag == b"i":
-        return int(body)
-    if tag == b"d":
-        return float(body)
-    raise ValueError(f"unknown entry tag {tag!r}")
 
 
 class Queue:
@@ -99,7 +48,7 @@ class Queue:
         ``(False, b"queue full")``. (Never PENDING, so ``done`` is unused.)"""
         with self._lock:
             if len(self._items) >= self.limit:
-                return _QUEUE_FULL
+                return QUEUE_FULL
             self._items.append(entry)
             if not self._waiters:
                 return True
@@ -124,12 +73,15 @@ class Queue:
                 self._waiters.append(waiter)
             return None
 
-    def forget(self, waiter):
-        """``waiter`` no longer waits (a no-op when a post already woke it)."""
+    def forget(self, waiter) -> bool:
+        """``waiter`` no longer waits (a no-op when a post already woke it):
+        whether it was still waiting."""
         with self._lock:
-            if waiter.registered:
-                waiter.registered = False
-                self._waiters.remove(waiter)
+            if not waiter.registered:
+                return False
+            waiter.registered = False
+            self._waiters.remove(waiter)
+            return True
 
     def pass_on(self):
         """A woken waiter will not take: wake the next one if there is an entry."""
@@ -141,24 +93,35 @@ class Queue:
         waiter.wake()
 
 
-class MessageQueues(Service):
-    """The named queues of the process (the ``mqr`` service of the tree)."""
+class NamedQueues(Service):
+    """The ``mqr`` service of a bus: its queues by name, each made on first
+    use by ``new_queue(name)``."""
 
     name = "mqr"
 
-    def __init__(self, max_queue=DEFAULT_MAX_QUEUE):
+    def __init__(self, max_queue):
         self.max_queue = max_queue
         self._lock = threading.Lock()
         self._queues = {}
         metrics.watch_queues(self)
 
-    def queue(self, name: bytes) -> Queue:
+    def queue(self, name: bytes):
         """The queue called ``name``, created on first use."""
         queue = self._queues.get(name)
         if queue is None:
             with self._lock:
-                queue = self._queues.setdefault(name, Queue(name, self.max_queue))
+                queue = self._queues.setdefault(name, self.new_queue(name))
         return queue
+
+
+class MessageQueues(NamedQueues):
+    """The named queues of the process (the local bus)."""
+
+    def __init__(self, max_queue=DEFAULT_MAX_QUEUE):
+        super().__init__(max_queue)
+
+    def new_queue(self, name):
+        return Queue(name, self.max_queue)
 
     def stopService(self):
         """Runs after every Lua service has stopped: what is left is dropped."""

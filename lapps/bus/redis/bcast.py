@@ -3,7 +3,7 @@ every process connected to the same Redis and prefix.
 
 A send is a Redis PUBLISH; each process receives every broadcast on one
 pattern subscription, made before the bus counts as available, and fans it
-out to its own subscribers as :class:`~lapps.services.bcast.Broadcasts`
+out to its own subscribers as :class:`~lapps.bus.local.bcast.Broadcasts`
 does. The local subscribers of the sending process get it back the same
 way, so every process delivers broadcasts in the order Redis took them: the
 publish order of each publisher, since each process publishes on one
@@ -27,7 +27,7 @@ faster than Redis is told, not buffered.
 from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
 
-from lapps.services.bcast import Backlog, Broadcasts
+from lapps.bus.local.bcast import Backlog, Broadcasts
 
 log = Logger(namespace="lapps.bus")
 

@@ -22,8 +22,8 @@ from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 
 from lapps import metrics
-from lapps.bus import address as bus_address
-from lapps.bus.link import Link, Subscriber, probe
+from lapps.bus.redis import address as bus_address
+from lapps.bus.redis.link import Link, Subscriber, probe
 
 log = Logger(namespace="lapps.bus")
 
@@ -37,6 +37,7 @@ class RedisBus(Service):
     """The ``bus`` service; see the module docstring."""
 
     name = "bus"
+    backend = "redis"
 
     def __init__(self, settings, reactor):
         self.address = bus_address.parse(settings["url"])

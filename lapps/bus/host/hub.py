@@ -1,0 +1,215 @@
+"""The supervisor's side of the host bus: the channels and queues of the
+host, and one link per worker (:mod:`lapps.bus.host.wire`).
+
+bcast: the hub keeps the set of channel ids (a create anywhere makes the
+channel exist everywhere) and forwards each broadcast, as the bytes it
+came in, to every worker, the sender included, in the order it read them:
+every worker delivers the broadcasts of one sender in its send order, and
+frames each once for all its subscribers.
+
+mqr: the hub holds every queue of the host, so ``max_queue`` bounds a name
+across all workers. An entry a worker was handed stays *in flight* (it
+counts against ``max_queue``) until that worker acknowledges it; a worker
+asks for entries with credit (how many it can use now), and the hub hands
+them out oldest first, turn by turn between the workers that asked. When a
+worker's link ends (it stopped, died or was killed), what it had in flight
+goes back to the front of its queues for the others: nothing a post was
+told was accepted is lost while the supervisor lives.
+"""
+
+import collections
+import itertools
+import socket
+import struct
+
+from twisted.logger import Logger
+
+from lapps.bus.host import wire
+
+log = Logger(namespace="lapps.bus")
+
+
+class _HubQueue:
+    """One named queue of the host."""
+
+    __slots__ = ("name", "items", "in_flight", "credit")
+
+    def __init__(self, name):
+        self.name = name
+        self.items = collections.deque()   # (id, data), oldest first
+        self.in_flight = {}                # worker link -> {id: data}
+        self.credit = {}                   # worker link -> entries it can take (order = turns)
+
+    def size(self):
+        return len(self.items) + sum(len(held) for held in self.in_flight.values())
+
+    def put_back(self, held):
+        """Entries a worker gave back: in front, oldest first."""
+        self.items.extendleft(sorted(held.items(), reverse=True))
+
+
+class WorkerLink(wire.Peer):
+    """The hub's end of one worker's link."""
+
+    def __init__(self, hub, index):
+        self.hub, self.index = hub, index
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.hub.joined(self)
+
+    def connectionLost(self, reason):
+        self.hub.left(self)
+
+    def received(self, message):
+        handler = self.hub.handlers.get(message[:1])
+        if handler is None:
+            log.error("host bus: unknown message {kind!r} from worker {index}; link dropped",
+                      lapps_event="bus.bad_message", kind=message[:1], index=self.index)
+            self.transport.loseConnection()
+            return
+        try:
+            handler(self, message)
+        except struct.error:
+            log.error("host bus: a message {kind!r} from worker {index} is cut short; link dropped",
+                      lapps_event="bus.bad_message", kind=message[:1], index=self.index)
+            self.transport.loseConnection()
+
+    def too_far_behind(self):
+        log.error("host bus: worker {index} has not read {bytes} bytes of the bus; link dropped "
+                  "(the worker stops and is restarted)", lapps_event="bus.worker_behind",
+                  index=self.index, bytes=self.behind)
+        super().too_far_behind()
+
+
+class Hub:
+    """The host bus of one supervisor; ``max_queue`` is ``mqr.max_queue``."""
+
+    def __init__(self, max_queue, reactor):
+        self.max_queue, self.reactor = max_queue, reactor
+        self.links = []
+        self.channels = set()
+        self.queues = {}
+        self._ids = itertools.count(1)
+        self.handlers = {wire.CREATE: self._create, wire.BROADCAST: self._broadcast,
+                         wire.POST: self._post, wire.WANT: self._want, wire.FETCH: self._fetch,
+                         wire.ACK: self._ack, wire.RELEASE: self._release}
+
+    def socket_for(self, index):
+        """A connected pair for worker ``index``: the hub reads one end from
+        now on; the other (a socket object) goes to the worker, and is
+        closed here once the worker has it."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.reactor.adoptStreamConnection(mine.fileno(), socket.AF_UNIX,
+                                               wire.OneProtocol(WorkerLink(self, index)))
+        finally:
+            mine.close()  # the reactor has its own copy
+        return theirs
+
+    # Links.
+
+    def joined(self, link):
+        self.links.append(link)
+        for channel in sorted(self.channels):
+            link.send(wire.channel_message(wire.CREATE, channel))
+        link.send(wire.SYNCED)
+
+    def left(self, link):
+        if link in self.links:
+            self.links.remove(link)
+        for queue in self.queues.values():
+            queue.credit.pop(link, None)
+            held = queue.in_flight.pop(link, None)
+            if held:
+                queue.put_back(held)
+                log.info("mqr queue {queue}: {count} entries worker {index} had not finished "
+                         "go to the other receivers", lapps_event="mqr.reclaimed",
+                         queue=queue.name.decode("utf-8", "replace"), count=len(held),
+                         index=link.index)
+                self._hand_out(queue)
+
+    # bcast.
+
+    def _create(self, link, message):
+        channel = wire.channel_of(message)
+        if channel not in self.channels:
+            self.channels.add(channel)
+            for other in self.links:
+                other.send(message)
+
+    def _broadcast(self, link, message):
+        for other in self.links:
+            other.send(message)
+
+    # mqr.
+
+    def queue(self, name):
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = _HubQueue(name)
+        return queue
+
+    def _post(self, link, message):
+        number = wire.request_number(message)
+        name, offset = wire.name_and_body(message, 5)
+        queue = self.queue(name)
+        if queue.size() >= self.max_queue:
+            link.send(wire.request(wire.POSTED, number, b"\0"))
+            return
+        queue.items.append((next(self._ids), message[offset:]))
+        link.send(wire.request(wire.POSTED, number, b"\1"))
+        self._hand_out(queue)
+
+    def _want(self, link, message):
+        name, offset = wire.name_and_body(message)
+        queue = self.queue(name)
+        credit = queue.credit.pop(link, 0) + wire.I32.unpack_from(message, offset)[0]
+        if credit > 0:
+            queue.credit[link] = credit  # (at the end: its turn comes after the others')
+        self._hand_out(queue)
+
+    def _fetch(self, link, message):
+        """``try_recv`` found nothing buffered: one entry now, if any."""
+        name, _ = wire.name_and_body(message, 5)
+        queue = self.queue(name)
+        if queue.items:
+            self._deliver(link, queue, [queue.items.popleft()])
+        link.send(wire.request(wire.FETCHED, wire.request_number(message)))
+
+    def _ack(self, link, message):
+        name, offset = wire.name_and_body(message)
+        queue = self.queue(name)
+        held = queue.in_flight.get(link, {})
+        for entry_id in wire.read_ids(message, offset):
+            held.pop(entry_id, None)
+
+    def _release(self, link, message):
+        """A stopping worker gives back what its receivers did not take."""
+        name, offset = wire.name_and_body(message)
+        queue = self.queue(name)
+        held = queue.in_flight.get(link, {})
+        back = {i: held.pop(i) for i in wire.read_ids(message, offset) if i in held}
+        queue.put_back(back)
+        queue.credit.pop(link, None)
+        self._hand_out(queue)
+
+    def _hand_out(self, queue):
+        """Entries to the workers with credit, oldest first, turn by turn;
+        one message per worker."""
+        if not (queue.items and queue.credit):
+            return
+        batches = {}
+        credit, items = queue.credit, queue.items
+        while items and credit:
+            link = next(iter(credit))
+            left = credit.pop(link) - 1
+            batches.setdefault(link, []).append(items.popleft())
+            if left:
+                credit[link] = left
+        for link, pairs in batches.items():
+            self._deliver(link, queue, pairs)
+
+    def _deliver(self, link, queue, pairs):
+        queue.in_flight.setdefault(link, {}).update(pairs)
+        link.send(wire.named(wire.DELIVER, queue.name, wire.entries(pairs)))

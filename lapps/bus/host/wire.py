@@ -1,0 +1,139 @@
+"""The messages of the host bus, between the supervisor (the hub) and each
+worker, on one Unix-domain socket pair per worker.
+
+Each message is one Int32 string (Twisted's ``Int32StringReceiver``): a
+kind byte and a body whose fields are fixed-size big-endian integers and,
+last, the bytes that are left. A queue name comes first, with its length.
+
+From a worker: ``C`` create a channel, ``B`` publish (forwarded as it is
+to every worker), ``P`` post, ``W`` credit for deliveries, ``F`` fetch
+(``try_recv``), ``A`` acknowledge, ``R`` release (give entries back).
+From the hub: ``C`` a channel exists, ``S`` caught up (sent once, after
+the channels), ``B`` a broadcast, ``p`` a post's answer, ``D``
+deliveries, ``f`` a fetch done.
+"""
+
+import struct
+
+from twisted.internet import interfaces
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import implementer
+
+CREATE, SYNCED, BROADCAST, POST, POSTED = b"C", b"S", b"B", b"P", b"p"
+WANT, FETCH, FETCHED, DELIVER, ACK, RELEASE = b"W", b"F", b"f", b"D", b"A", b"R"
+
+#: The largest message either side takes (a bcast or mqr payload and its header).
+MAX_MESSAGE = 1 << 30
+#: Bytes a side may queue for a peer that does not read, at most.
+MAX_BEHIND = 64 * 1024 * 1024
+
+U64 = struct.Struct("!Q")
+U32 = struct.Struct("!I")
+I32 = struct.Struct("!i")
+_ENTRY = struct.Struct("!QI")  # id, length
+
+
+def channel_message(kind, channel, payload=b""):
+    return kind + U64.pack(channel) + payload
+
+
+def channel_of(message):
+    return U64.unpack_from(message, 1)[0]
+
+
+def named(kind, name, body=b""):
+    """``kind``, the queue ``name`` and ``body``."""
+    return kind + U32.pack(len(name)) + name + body
+
+
+def name_and_body(message, offset=1):
+    """(name, offset of what follows it) of a :func:`named` message."""
+    size = U32.unpack_from(message, offset)[0]
+    start = offset + 4
+    return message[start:start + size], start + size
+
+
+def request(kind, number, body=b""):
+    return kind + U32.pack(number) + body
+
+
+def request_number(message):
+    return U32.unpack_from(message, 1)[0]
+
+
+def ids(values):
+    return b"".join(U64.pack(v) for v in values)
+
+
+def read_ids(message, offset):
+    return [U64.unpack_from(message, i)[0] for i in range(offset, len(message), 8)]
+
+
+def entries(pairs):
+    """``(id, data)`` pairs as the body of a DELIVER message."""
+    return b"".join(_ENTRY.pack(i, len(data)) + data for i, data in pairs)
+
+
+def read_entries(message, offset):
+    pairs, end = [], len(message)
+    while offset < end:
+        entry_id, size = _ENTRY.unpack_from(message, offset)
+        offset += _ENTRY.size
+        pairs.append((entry_id, message[offset:offset + size]))
+        offset += size
+    return pairs
+
+
+@implementer(interfaces.IPushProducer)
+class Peer(Int32StringReceiver):
+    """One end of a link: messages in go to ``received(message)``; it knows
+    when its peer stops reading (Twisted pauses it as a producer), and
+    drops the link once :data:`MAX_BEHIND` bytes wait for that peer."""
+
+    MAX_LENGTH = MAX_MESSAGE
+    behind = 0  # bytes written while the peer was not reading
+    #: Whether the peer has stopped reading. (Not ``paused``: that one is
+    #: the receiver's own, and stops it reading what arrives.)
+    peer_full = False
+
+    def connectionMade(self):
+        self.transport.registerProducer(self, True)
+
+    def stringReceived(self, message):
+        self.received(message)
+
+    def send(self, message):
+        if self.peer_full:
+            self.behind += len(message)
+            if self.behind > MAX_BEHIND:
+                self.too_far_behind()
+                return
+        self.sendString(message)
+
+    def lengthLimitExceeded(self, length):
+        self.transport.loseConnection()
+
+    def too_far_behind(self):
+        self.transport.abortConnection()
+
+    def pauseProducing(self):
+        self.peer_full = True
+
+    def resumeProducing(self):
+        self.peer_full, self.behind = False, 0
+
+    def stopProducing(self):
+        self.peer_full = True
+
+
+class OneProtocol(Factory):
+    """Builds the one protocol of an adopted socket."""
+
+    noisy = False
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+
+    def buildProtocol(self, addr):
+        return self.protocol
