@@ -117,7 +117,7 @@ def fanout(procs, tmp, bus, redis, args):
     apps = tmp / "fanout-apps"
     for name, source in (("fanout_producer", bus_fanout.PRODUCER),
                          ("fanout_subscriber", bus_fanout.SUBSCRIBER)):
-        (apps / name).mkdir(parents=True)
+        (apps / name).mkdir(parents=True, exist_ok=True)
         (apps / name / f"{name}.lua").write_text(source)
     config = server_config(2, 0, bus, redis, {
         "fanout_producer": {"standalone": True, "preload": ["mqr", "nap"],
