@@ -478,3 +478,23 @@ def test_redis_stopped_then_back(tmp_path, hosts):
         assert host.count("Lua error") == 0 and host.count("Unhandled") == 0
     finally:
         redis.stop()
+
+
+@pytest.mark.parametrize("message", [b"B", b"B123", b"C", b"P\0\0", b"W\0\0\0\5ab",
+                                     b"A\0\0\0\1q\0\0\0", b"R\0\0\0\1q\1", b"F", b"Z"])
+def test_a_malformed_message_from_a_worker_drops_its_link_only(message):
+    """The hub (in the supervisor) never raises on what a worker sends; the
+    other worker's link stays, and gets nothing of it."""
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+    from lapps.bus.host.hub import Hub, WorkerLink
+    hub = Hub(10, MemoryReactorClock())
+    ends = []
+    for index in (0, 1):
+        link, transport = WorkerLink(hub, index), StringTransport()
+        link.makeConnection(transport)
+        ends.append((link, transport))
+    (bad, bad_transport), (good, good_transport) = ends
+    synced = good_transport.value()
+    bad.stringReceived(message)
+    assert bad_transport.disconnecting and not good_transport.disconnecting
+    assert good_transport.value() == synced

@@ -139,6 +139,7 @@ class Hub:
                 other.send(message)
 
     def _broadcast(self, link, message):
+        wire.channel_of(message)  # (one cut short drops the sender's link, not the others')
         for other in self.links:
             other.send(message)
 
