@@ -498,3 +498,51 @@ def test_a_malformed_message_from_a_worker_drops_its_link_only(message):
     bad.stringReceived(message)
     assert bad_transport.disconnecting and not good_transport.disconnecting
     assert good_transport.value() == synced
+
+
+def test_a_host_bus_peer_that_reads_slowly_but_steadily_is_not_cut():
+    """What counts against MAX_BEHIND is what the peer has yet to read, not
+    all that was written while it lagged: a peer always 8 MiB behind that
+    takes 128 MiB keeps its link, and gets every byte in order."""
+    import socket
+    from twisted.internet.selectreactor import SelectReactor
+    from lapps.bus.host import wire
+
+    class Sender(wire.Peer):
+        cut = False
+
+        def received(self, message):
+            pass
+
+        def too_far_behind(self):
+            self.cut = True
+            super().too_far_behind()
+
+    reactor, sender = SelectReactor(), Sender()
+    ours, theirs = socket.socketpair()
+    reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, wire.OneProtocol(sender))
+    ours.close()
+    theirs.setblocking(False)
+    message = b"m" * (32 * 1024 - 4)
+    framed = len(message) + 4
+    per_round, lag, rounds = 32, 8 * 1024 * 1024, 128  # 1 MiB a round
+    received = bytearray()
+
+    def read_until(total):
+        while len(received) < total:
+            reactor.doIteration(0.01)
+            try:
+                received.extend(theirs.recv(1 << 20))
+            except BlockingIOError:
+                pass
+
+    for number in range(rounds):
+        for _ in range(per_round):
+            sender.send(message)
+        sent = (number + 1) * per_round * framed
+        read_until(max(0, sent - lag))
+        assert not sender.cut and sender.behind <= lag + per_round * framed
+    read_until(rounds * per_round * framed)
+    assert received == (wire.U32.pack(len(message)) + message) * (rounds * per_round)
+    sender.transport.abortConnection()
+    theirs.close()

@@ -295,6 +295,19 @@ def test_a_killed_worker_leaves_the_channel_and_the_others_keep_receiving(superv
     assert server.count("Unhandled") == 0 and server.count("Traceback") == 0
 
 
+async def first_broadcast_arrives(publisher, subscriber, channel):
+    """Publish on ``channel`` until a send is accepted (the channel the
+    subscriber's worker created reaches the publisher's through the hub),
+    then see it arrive."""
+    deadline = time.monotonic() + 15
+    while True:
+        await publisher.send(call("publish_counted", channel, 1, "first"))
+        if cbor2.loads(await asyncio.wait_for(publisher.recv(), 10))["result"] == [1]:
+            break
+        assert time.monotonic() < deadline
+    assert cbor2.loads(await asyncio.wait_for(subscriber.recv(), 10))["message"] == [1, "first"]
+
+
 def test_a_worker_whose_link_breaks_closes_its_clients_1011_and_is_restarted(supervised):
     """A stopped worker (SIGSTOP) reads nothing: the hub drops its link once
     more than 64 MiB of broadcasts wait for it. Woken, the worker finds the
@@ -309,6 +322,7 @@ def test_a_worker_whose_link_breaks_closes_its_clients_1011_and_is_restarted(sup
         assert stranded
         await stranded[0].send(call("subscribe", 5))
         assert cbor2.loads(await stranded[0].recv())["result"] == [True]
+        await first_broadcast_arrives(publisher, stranded[0], 5)
         os.kill(pids[1], signal.SIGSTOP)
         try:  # 8 MiB a call, until the hub gives up on worker 1
             deadline = time.monotonic() + 60

@@ -13,6 +13,7 @@ the channels), ``B`` a broadcast, ``p`` a post's answer, ``D``
 deliveries, ``f`` a fetch done.
 """
 
+import collections
 import struct
 
 from twisted.internet import interfaces
@@ -87,41 +88,54 @@ def read_entries(message, offset):
 
 @implementer(interfaces.IPushProducer)
 class Peer(Int32StringReceiver):
-    """One end of a link: messages in go to ``received(message)``; it knows
-    when its peer stops reading (Twisted pauses it as a producer), and
-    drops the link once :data:`MAX_BEHIND` bytes wait for that peer."""
+    """One end of a link: messages in go to ``received(message)``. While its
+    peer does not read (Twisted pauses it as a producer), messages wait
+    here, so :attr:`behind` is exactly what the peer has yet to take; the
+    link is dropped once that exceeds :data:`MAX_BEHIND`. A peer that reads,
+    however slowly, is never cut for what it has already taken."""
 
     MAX_LENGTH = MAX_MESSAGE
-    behind = 0  # bytes written while the peer was not reading
+    behind = 0  # bytes of the messages in _waiting
     #: Whether the peer has stopped reading. (Not ``paused``: that one is
     #: the receiver's own, and stops it reading what arrives.)
     peer_full = False
 
     def connectionMade(self):
+        self._waiting = collections.deque()
         self.transport.registerProducer(self, True)
 
     def stringReceived(self, message):
         self.received(message)
 
     def send(self, message):
-        if self.peer_full:
-            self.behind += len(message)
-            if self.behind > MAX_BEHIND:
-                self.too_far_behind()
-                return
-        self.sendString(message)
+        if not self.peer_full:
+            self.sendString(message)
+            return
+        self._waiting.append(message)
+        self.behind += len(message)
+        if self.behind > MAX_BEHIND:
+            self.too_far_behind()
 
     def lengthLimitExceeded(self, length):
         self.transport.loseConnection()
 
     def too_far_behind(self):
+        self._waiting.clear()
+        self.behind = 0
         self.transport.abortConnection()
 
     def pauseProducing(self):
         self.peer_full = True
 
     def resumeProducing(self):
-        self.peer_full, self.behind = False, 0
+        """The peer took all the transport held: pass on what waits here
+        until the transport is full again."""
+        self.peer_full = False
+        waiting = self._waiting
+        while waiting and not self.peer_full:
+            message = waiting.popleft()
+            self.behind -= len(message)
+            self.sendString(message)
 
     def stopProducing(self):
         self.peer_full = True
