@@ -75,6 +75,9 @@ LIMITS = Object({
     "peer_connection_rate": Scalar(float, 100.0, test=lambda v: v > 0,
                                    expect="a number of connections per second > 0"),
     "peer_connection_burst": Scalar(int, 500, minimum=1),
+    # The host itself (a benchmark such as LAppS's demo, a local proxy) is not a peer to limit.
+    "peer_exempt": Array(Scalar(str, test=_parses(network_acl.parse_entry),
+                                expect="an IP address or CIDR network"), ["127.0.0.0/8", "::1"]),
 })
 
 #: Where bcast and mqr live (lapps.bus): in this process, between the worker

@@ -5,8 +5,10 @@ new connections, nothing dropped)."""
 
 import os
 import ssl
+import warnings
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
@@ -121,19 +123,23 @@ def client_options(ca_file, version, verify=True):
 
     With ``verify`` the server's certificate must chain to ``ca_file`` (if it
     exists) or to the system trust store, and name ``host`` (service-identity
-    checks it). Without, nothing is verified, as in LAppS.
+    checks it). Without, nothing is verified, as in LAppS. The trust store
+    is read once, and one creator (one OpenSSL context) serves every
+    connection to a host.
     """
     minimum = MINIMUM_VERSION[version]
     if not verify:
         unverified = CertificateOptions(verify=False, raiseMinimumTo=minimum)
         return lambda host: unverified
-    trust = []
+    trust, creators = [], {}
 
     def creator(host):
-        if not trust:
-            trust.append(_trust_root(ca_file))
-        return optionsForClientTLS(host, trustRoot=trust[0],
-                                   extraCertificateOptions={"raiseMinimumTo": minimum})
+        if host not in creators:
+            if not trust:
+                trust.append(_trust_root(ca_file))
+            creators[host] = optionsForClientTLS(
+                host, trustRoot=trust[0], extraCertificateOptions={"raiseMinimumTo": minimum})
+        return creators[host]
     return creator
 
 
@@ -141,6 +147,10 @@ def _trust_root(ca_file):
     """The configured CA file plus the system trust store, as one trust root."""
     bundles = [p for p in (ca_file, ssl.get_default_verify_paths().cafile)
                if p and os.path.isfile(p)]
-    certificates = [Certificate(crypto.X509.from_cryptography(c))
-                    for path in bundles for c in load_chain(path)]
+    with warnings.catch_warnings():
+        # System stores still carry old roots with a serial number of 0, which
+        # OpenSSL takes and cryptography warns about on every start.
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        certificates = [Certificate(crypto.X509.from_cryptography(c))
+                        for path in bundles for c in load_chain(path)]
     return trustRootFromCertificates(certificates) if certificates else platformTrust()

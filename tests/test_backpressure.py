@@ -344,6 +344,10 @@ def test_cws_send_says_the_buffer_is_full_instead_of_growing(json_server, silent
         async with websockets.connect(server.url("/cwsflood")) as ws:
             await ws.send("connect " + remote)
             assert await ws.recv() == "connected"
+            while True:  # the upgrade ends after cws:new returns, as in LAppS
+                await ws.send("opened")
+                if await ws.recv() == "true":
+                    break
             await ws.send("flood 1000 %d" % BLOB)
             flooded = await ws.recv()
             sent = int(flooded.split()[1].rstrip(":"))

@@ -185,6 +185,10 @@ BAD = [
                   "got string \"10.0.0.0/33\"",
                   f"{E}: /server/acl/exclude/5: expected an IP address or CIDR network, got 5"],
                  id="server-acl-malformed-entries"),
+    pytest.param(one_file(server={"limits": {"peer_exempt": ["::1", "localhost"]}}),
+                 None, ("echo",),
+                 [f"{E}: /server/limits/peer_exempt/1: expected an IP address or CIDR network, "
+                  "got string \"localhost\""], id="peer-exempt-malformed"),
     pytest.param(one_file({"echo": service("/echo", acl={"policy": "allow", "exclude": [
                      "2001:db8::/129", "localhost", " 10.0.0.1", "fe80::1%eth0", "010.0.0.1"]})}),
                  None, ("echo",),

@@ -1,13 +1,14 @@
 """cws, the Lua WebSocket client, against lapps servers over ws and wss."""
 
 import asyncio
+import signal
 import socket
 import threading
 
 import pytest
 import websockets
 
-from conftest import TEST_APPS, reactive
+from conftest import APPS, TEST_APPS, reactive
 from lapps import devcert
 from test_tls import PKI, write_pem
 
@@ -57,10 +58,11 @@ def test_wss_with_an_unknown_ca_is_refused(start_server, tmp_path):
     pki, stranger = PKI(tmp_path / "server"), PKI(tmp_path / "stranger")
     tls_target = start_server({"echo": reactive("/echo")}, server=pki.server(),
                               applications=TEST_APPS)
-    [line] = run_probe(start_server, "connect", f"wss://localhost:{tls_target.port}/echo",
-                       server={"tls_certificates": {"ca": str(stranger.ca)}})
-    assert line.startswith("new failed: Can't create socket:")
-    assert "certificate verify failed" in line
+    new, line, done = run_probe(start_server, "connect", f"wss://localhost:{tls_target.port}/echo",
+                                server={"tls_certificates": {"ca": str(stranger.ca)}})
+    assert (new, done) == ("new ok", "done")
+    assert line.startswith("onerror Communication error on TLS handshake (")
+    assert "certificate verify failed" in line and line.endswith(" true")
 
 
 def test_wss_hostname_mismatch_is_refused(start_server, tmp_path):
@@ -72,9 +74,10 @@ def test_wss_hostname_mismatch_is_refused(start_server, tmp_path):
     tls_target = start_server({"echo": reactive("/echo")}, applications=TEST_APPS, server={
         "tls": True, "tls_certificates": {"ca": str(ca), "cert": str(tmp_path / "cert.pem"),
                                           "key": str(tmp_path / "key.pem")}})
-    [line] = run_probe(start_server, "connect", f"wss://localhost:{tls_target.port}/echo",
-                       server={"tls_certificates": {"ca": str(ca)}})
-    assert line.startswith("new failed: Can't create socket:")
+    new, line, done = run_probe(start_server, "connect", f"wss://localhost:{tls_target.port}/echo",
+                                server={"tls_certificates": {"ca": str(ca)}})
+    assert (new, done) == ("new ok", "done")
+    assert line.startswith("onerror Communication error on TLS handshake (")
     assert "localhost" in line or "hostname" in line.lower()
 
 
@@ -105,12 +108,20 @@ def _free_port():
     ("ws://127.0.0.1:{free}/echo", "new failed: Can't create socket: ConnectionRefusedError"),
     ("ws://nonexistent.invalid/echo", "new failed: Can't create socket: DNSLookupError"),
     ("http://127.0.0.1/echo", "new failed: Invalid schema: only ws:// and wss:// are supported"),
-    ("{target}/nowhere", "new failed: Can't create socket: fail on connection upgrade"),
 ])
 def test_failures_come_back_as_messages(start_server, target, url, expected):
     url = url.format(free=_free_port(), target=target.url("").rstrip("/"))
     [line] = run_probe(start_server, "connect", url)
     assert line.startswith(expected)
+
+
+def test_a_failed_upgrade_is_an_onerror_inside_eventloop(start_server, target):
+    """As in LAppS: cws:new has returned once the TCP connection is made;
+    the server's refusal of the upgrade comes later, to onerror."""
+    lines = run_probe(start_server, "connect", target.url("/nowhere"))
+    assert lines[0] == "new ok" and lines[2] == "done"
+    assert lines[1].startswith("onerror Communication error on HTTP Upgrade Request (")
+    assert lines[1].endswith(" true")
 
 
 def test_a_reactive_service_uses_cws_without_blocking(start_server, target):
@@ -135,20 +146,11 @@ def test_a_reactive_service_uses_cws_without_blocking(start_server, target):
     assert asyncio.run(go()) == ["open", "message:ping"]
 
 
-def test_the_benchmark_service_prints_its_rate(start_server, target):
-    bench = start_server({"benchmark": {
-        "standalone": True, "auto_start": True, "instances": 1,
-        "preload": ["nap", "cws", "time"],
-        "settings": {"target": target.url("/echo"), "connections": 5, "message_size": 1024}}})
-    bench.wait_for(r"^Sockets connected: 5$")
-    rate = bench.wait_for(r"^(\d+) messages received per (\d+)ms$")
-    assert int(rate.group(1)) > 0 and int(rate.group(2)) >= 1000
-
-
 class _Remote:
     """A cws connection as the pool sees it, whose transport is not full."""
 
     outbound_backlog = 0
+    state = STATE_OPEN = 3
 
     def __init__(self):
         self.sent = []
@@ -181,3 +183,48 @@ def test_a_send_bigger_than_the_send_buffer_goes_when_none_waits():
     reactor.runUntilCurrent()
     assert remote.sent == [(big, True)]
     assert send(b"s") is True
+
+
+def many(target_url, count, **descriptor):
+    return {"cwsmany": {"standalone": True, "auto_start": True, "instances": 1,
+                        "preload": ["cws", "nap", "time"],
+                        "settings": {"target": target_url, "max_connections": count},
+                        **descriptor}}
+
+
+def test_400_verified_wss_sockets_open_from_one_instance(start_server, tmp_path):
+    """cws:new returns once TCP is connected; the handshakes go on together
+    and every onopen runs inside cws:eventLoop(), as in LAppS."""
+    pki = PKI(tmp_path / "server")
+    tls_target = start_server({"echo": reactive("/echo", instances=2)}, server=pki.server(),
+                              applications=TEST_APPS)
+    client = start_server(many(f"wss://localhost:{tls_target.port}/echo", 400),
+                          server={"tls_certificates": {"ca": str(pki.ca)}},
+                          applications=TEST_APPS)
+    client.wait_for(r"^Sockets connected: 400$", timeout=60)
+    client.wait_for(r"^cwsmany: open 400 failed 0 outside eventLoop 0$", timeout=60)
+    assert client.count("Warning") == 0  # (the system trust store's old roots)
+
+
+@pytest.mark.parametrize("service", ["cwsmany", "benchmark"])
+def test_the_lapps_benchmark_pattern_connects_every_socket_then_measures(start_server, target,
+                                                                           service):
+    """800 sockets (LAppS's demo, per instance) for the pattern of spec
+    §7.2; apps/benchmark with the count etc/benchmark-ws.json gives it.
+    Stopped under full load, the server logs no unhandled error."""
+    if service == "cwsmany":
+        services, count = many(target.url("/echo"), 800), 800
+    else:
+        count = 100
+        services = {"benchmark": {
+            "standalone": True, "auto_start": True, "instances": 1,
+            "preload": ["nap", "cws", "time"],
+            "settings": {"target": target.url("/echo"), "connections": count,
+                         "message_size": 1024}}}
+    client = start_server(services, applications=TEST_APPS if service == "cwsmany" else APPS)
+    client.wait_for(rf"^Sockets connected: {count}$", timeout=60)
+    rate = client.wait_for(r"^(\d+) messages rece(i)?ved per (\d+)ms$", timeout=30)
+    assert int(rate.group(1)) > 0
+    assert client.stop() == -signal.SIGTERM  # twistd exits by the signal it got
+    assert client.count("Unhandled Error|Traceback") == 0
+    assert client.count("is failed for socketfd|Connection is closed") == 0

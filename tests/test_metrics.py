@@ -198,7 +198,8 @@ def test_counters_move_by_exactly_what_clients_did(host, tmp_path):
 
 def test_refusals_at_accept_are_counted(host):
     server = host({"probe": reactive("/probe")},
-                  {**acl("deny", "127.0.0.1"), "limits": {"peer_max_connections": 1}})
+                  {**acl("deny", "127.0.0.1"),
+                   "limits": {"peer_max_connections": 1, "peer_exempt": []}})
     before = server.scrape()
     upgrade = request_head("/probe") + b"\r\n"
     assert raw_exchange("127.0.0.3", server.port, upgrade) == b""  # global ACL

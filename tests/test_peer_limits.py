@@ -29,7 +29,8 @@ SERVICES = {"echo": reactive("/echo"), "probe": reactive("/probe")}
 
 
 def limits(**values):
-    return {"limits": values}
+    """Limits for these tests, whose peers are loopback addresses: none exempt."""
+    return {"limits": {"peer_exempt": [], **values}}
 
 
 def peer(host="10.0.0.1"):
@@ -107,6 +108,24 @@ def test_idle_peers_are_forgotten():
 
 
 # --- real sockets --------------------------------------------------------------------------
+
+def test_the_host_itself_is_exempt_by_default(start_server):
+    """LAppS's demo benchmarks the server from loopback with 3,200 sockets:
+    ``peer_exempt`` leaves 127.0.0.0/8 uncounted, and only the addresses it
+    names (127.0.0.2 here is counted)."""
+    server = start_server(SERVICES, {"limits": {"peer_max_connections": 1,
+                                                "peer_exempt": ["127.0.0.1"]}},
+                          applications=TEST_APPS)
+
+    async def go():
+        held = [await connect(server) for _ in range(3)]
+        counted = await connect(server, "127.0.0.2")
+        assert refused_at_accept(server, "127.0.0.2")
+        for ws in held + [counted]:
+            await ws.close()
+
+    asyncio.run(go())
+
 
 def test_every_way_a_connection_ends_gives_its_place_back(start_server):
     server = start_server(SERVICES, limits(peer_max_connections=2, handshake_timeout=1.0),

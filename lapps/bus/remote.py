@@ -36,6 +36,7 @@ class RemoteQueue(local.Queue):
         super().__init__(name, limit)
         self.bus = bus
         self.consuming = False            # a receiver here has asked
+        self.taken = 0                    # entries receivers here have taken from the buffer
         self._held = {}                   # thread id -> ids it took, acknowledged at its next take
         self._acks = []                   # ids to acknowledge
         self._flushing = False            # a flush of _acks is scheduled or running
@@ -72,6 +73,7 @@ class RemoteQueue(local.Queue):
             done_with = self._held.pop(thread, None)
             if self._items:
                 entry_id, entry = self._items.popleft()
+                self.taken += 1
                 if on_reactor:
                     self._acks.append(entry_id)
                 else:

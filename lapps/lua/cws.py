@@ -4,14 +4,18 @@ The connections are Autobahn client protocols on the reactor; a service
 reaches them only through ``callFromThread`` (to connect, send and close) and
 a queue of events (open, message, error, close) that ``cws:eventLoop()``
 drains, so callbacks run only inside ``eventLoop``, in the service's own
-thread. ``cws:new`` waits for the opening handshake: a standalone instance
-blocks its thread, a reactive instance suspends its coroutine.
+thread. As in LAppS, ``cws:new`` waits for the TCP connection only (a
+standalone instance blocks its thread, a reactive one suspends its
+coroutine); the TLS handshake and the upgrade go on while the service runs,
+and end in ``onopen`` or ``onerror``. What is sent before ``onopen`` goes
+once the connection is open.
 
 ``cws:send`` never buffers without bound: once :data:`MAX_SEND_BUFFER` bytes
 wait to go out on a connection (the instance's sends not yet taken by the
-reactor, and those written while the connection's transport is full because
-the remote server does not read), it returns false and "send buffer full"
-until they have gone. When nothing waits, a message of any size goes.
+reactor, those held until the handshake ends, and those written while the
+connection's transport is full because the remote server does not read),
+it returns false and "send buffer full" until they have gone. When nothing
+waits, a message of any size goes.
 """
 
 import collections
@@ -20,7 +24,11 @@ import queue
 import struct
 from urllib.parse import urlsplit
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+
+import service_identity
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from OpenSSL import SSL
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -33,6 +41,9 @@ MAX_MESSAGE = 16 * 1024 * 1024
 #: taken by the remote server) before ``cws:send`` says "send buffer full".
 MAX_SEND_BUFFER = 4 * 1024 * 1024
 CONNECT_TIMEOUT = 10.0
+#: What a connection lost in its TLS handshake ends with (OpenSSL's own
+#: checks, then service-identity's of the name).
+_TLS_ERRORS = (SSL.Error, service_identity.VerificationError, service_identity.CertificateError)
 _ids = itertools.count(1)
 
 _CWS = b"""
@@ -104,15 +115,22 @@ return cws
 
 class _Protocol(OutboundCap, WebSocketClientProtocol):
     """One cws connection: reports to its pool, never runs Lua itself. It
-    counts what it writes while its transport is full (``outbound_backlog``)."""
+    counts what it writes while its transport is full (``outbound_backlog``)
+    and holds what the service sends before the handshake ends."""
 
     lost = None
+    was_open = False
+
+    def connectionMade(self):
+        self.held, self.outbound_backlog = [], 0
+        super().connectionMade()
 
     def connectionLost(self, reason):
         self.lost = reason.value  # why, when the handshake never finished (TLS, ...)
         super().connectionLost(reason)
 
     def onOpen(self):
+        self.was_open = True
         self.cap_outbound()
         self.factory.pool.opened(self)
 
@@ -123,10 +141,42 @@ class _Protocol(OutboundCap, WebSocketClientProtocol):
     def onClose(self, wasClean, code, reason):
         self.factory.pool.closed(self, wasClean, code, reason)
 
+    def hold(self, data, is_binary):
+        self.held.append((data, is_binary))
+        self.outbound_backlog += len(data)
+
+    def send_held(self):
+        held, self.held, self.outbound_backlog = self.held, [], 0
+        for data, is_binary in held:
+            self.sendMessage(data, is_binary)
+
 
 def _failure_text(failure):
     error = failure.value
     return f"Can't create socket: {type(error).__name__}: {error}".encode()
+
+
+def _handshake_failure(protocol, reason):
+    """The ``onerror`` message of a connection that closed before it opened:
+    LAppS's words, then what went wrong."""
+    lost = protocol.lost
+    if lost is not None and not isinstance(lost, ConnectionDone):
+        why = f"{type(lost).__name__}: {lost}"
+        stage = "TLS handshake" if isinstance(lost, _TLS_ERRORS) else "HTTP Upgrade Request"
+    else:
+        why, stage = protocol.wasNotCleanReason or reason, "HTTP Upgrade Request"
+    return f"Communication error on {stage} ({why})".encode()
+
+
+def _endpoint(reactor, host, port):
+    """An IP literal, or ``localhost`` (IPv4 loopback), needs no lookup."""
+    if host == "localhost":
+        host = "127.0.0.1"
+    if isIPAddress(host):
+        return endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
+    if isIPv6Address(host):
+        return endpoints.TCP6ClientEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
+    return endpoints.HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
 
 
 class Pool:
@@ -136,11 +186,11 @@ class Pool:
         self.reactor, self.client_tls, self.may_block = reactor, client_tls, may_block
         self.events = queue.SimpleQueue()
         self.pending = pending  # handler -> Deferred of (ok, message); the waiter pops it
-        self.connecting = {}    # the same Deferreds, until the handshake ends
+        self.connecting = {}    # the same Deferreds, until the TCP connect ends
         self.outbox = collections.deque()   # (handler, data, is_binary) to send
         self.queued = self.flushed = 0      # bytes into and out of the outbox (by one thread each)
         self.flushing = False
-        self.protocols = {}     # handler -> protocol, once its handshake is done
+        self.protocols = {}     # handler -> protocol, once connected
         self.open = set()       # handlers a send may use (read from the Lua thread)
 
     # Called from Lua (its own thread, or the reactor thread for reactive services).
@@ -163,12 +213,13 @@ class Pool:
         return handler
 
     def wait(self, handler):
-        """Block this (non-reactor) thread until the handshake ends."""
+        """Block this (non-reactor) thread until the TCP connect ends."""
         done = queue.SimpleQueue()
         self._on_reactor(lambda: self.pending.pop(handler).addBoth(done.put))
         try:
             return done.get(timeout=CONNECT_TIMEOUT + 5)
         except queue.Empty:
+            self.close(handler)
             return False, b"Can't create socket: timed out"
 
     def next_event(self, wait):
@@ -217,39 +268,48 @@ class Pool:
         factory.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE,
                                    maxFramePayloadSize=MAX_MESSAGE,
                                    openHandshakeTimeout=CONNECT_TIMEOUT)
-        endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=CONNECT_TIMEOUT)
+        endpoint = _endpoint(self.reactor, host, port)
         if scheme == "wss":
             endpoint = endpoints.wrapClientTLS(self.client_tls(host), endpoint)
-        endpoint.connect(factory).addErrback(self._refused, handler)
+        endpoint.connect(factory).addCallbacks(self._connected, self._refused,
+                                               callbackArgs=(handler,), errbackArgs=(handler,))
+
+    def _connected(self, protocol, handler):
+        # Usable before the wait ends: a reactive service resumes inside _settle.
+        self.protocols[handler] = protocol
+        self.open.add(handler)
+        if not self._settle(handler, True):  # the service gave up waiting
+            self.open.discard(handler)
+            protocol.dropConnection(abort=True)
 
     def _refused(self, failure, handler):
         self._settle(handler, False, _failure_text(failure))
 
     def _settle(self, handler, ok, message=None):
+        """End ``cws:new``'s wait; False if it had already ended."""
         connecting = self.connecting.pop(handler, None)
-        if connecting is not None:
-            connecting.callback((ok, message))
+        if connecting is None:
+            return False
+        connecting.callback((ok, message))
+        return True
 
     def opened(self, protocol):
         handler = protocol.factory.handler
-        self.protocols[handler] = protocol
-        self.open.add(handler)
+        if handler not in self.open:  # closed by the service while connecting
+            protocol.sendCloseFrame(code=1001, isReply=False)
+            return
         self.events.put((b"open", handler, None, None))
-        self._settle(handler, True)
+        protocol.send_held()
 
     def closed(self, protocol, clean, code, reason):
         handler = protocol.factory.handler
-        if self.protocols.pop(handler, None) is None:  # the handshake itself failed
-            lost = protocol.lost
-            why = (f"{type(lost).__name__}: {lost}" if lost is not None and
-                   not isinstance(lost, ConnectionDone) else protocol.wasNotCleanReason or reason)
-            self._settle(handler, False, f"Can't create socket: fail on connection upgrade "
-                                         f"({why})".encode())
-            return
+        self.protocols.pop(handler, None)
         if handler not in self.open:  # closed by the service itself: no callback
             return
         self.open.discard(handler)
-        if protocol.remoteCloseCode is not None:
+        if not protocol.was_open:
+            self.events.put((b"error", handler, _handshake_failure(protocol, reason), None))
+        elif protocol.remoteCloseCode is not None:
             reason = (protocol.remoteCloseReason or "").encode("utf-8")
             body = struct.pack("!H", protocol.remoteCloseCode) + reason
             self.events.put((b"close", handler, body, None))
@@ -266,15 +326,22 @@ class Pool:
             handler, data, is_binary = outbox.popleft()
             self.flushed += len(data)
             protocol = protocols.get(handler)
-            if protocol is not None:
+            if protocol is None:
+                continue
+            if protocol.state == protocol.STATE_OPEN:
                 protocol.sendMessage(data, is_binary)
+            elif not protocol.was_open:
+                protocol.hold(data, is_binary)
+            # else closing: what the service sent before it knew is dropped
 
     def _close(self, handler):
         protocol = self.protocols.get(handler)
-        if protocol is not None and protocol.state == protocol.STATE_OPEN:
-            protocol.sendCloseFrame(code=1001, isReply=False)
-        else:
+        if protocol is None:
             self._settle(handler, False, b"Can't create socket: closed")
+        elif protocol.state == protocol.STATE_OPEN:
+            protocol.sendCloseFrame(code=1001, isReply=False)
+        elif not protocol.was_open:
+            protocol.dropConnection(abort=True)
 
 
 def install(context):

@@ -4,7 +4,8 @@ A peer (an IP address) may hold ``peer_max_connections`` connections at
 once, and open new ones at ``peer_connection_rate`` per second after a
 burst of ``peer_connection_burst``: a token bucket, kept as the time at
 which the peer's bucket is full again (the GCRA form: one number per peer,
-no timers). A connection over a limit gets no protocol, so Twisted closes
+no timers). Peers in ``peer_exempt`` (by default the host's own loopback
+addresses) are not counted. A connection over a limit gets no protocol, so Twisted closes
 its socket at once, before a byte is read or any TLS work is done, exactly
 as for the global ACL (:class:`lapps.services.acl.GuardedFactory`, whose
 judge runs first). Nothing else is stopped.
@@ -18,6 +19,7 @@ the forgetting is done in sweeps, when the table has doubled since the last.
 from twisted.logger import Logger
 
 from lapps import metrics
+from lapps.acl import Acl
 from lapps.services.acl import GuardedFactory, describe_peer
 
 log = Logger(namespace="lapps.limits")
@@ -50,6 +52,7 @@ class PeerLimits:
         self.rate, self.burst = limits["peer_connection_rate"], limits["peer_connection_burst"]
         self._interval = 1.0 / self.rate
         self._slack = (self.burst - 1) * self._interval  # how far ahead a bucket may be drained
+        self.exempt = Acl(exclude=limits["peer_exempt"])
 
     def guard(self, factory):
         """The factory to listen with: ``factory`` behind these limits."""
@@ -58,6 +61,8 @@ class PeerLimits:
     def admits(self, address) -> bool:
         """Whether a connection from ``address`` (a Twisted address) may be
         made; if so it is counted until :meth:`release`."""
+        if self.exempt.matches(address.host):
+            return True
         now = self.clock.seconds()
         peer = self._peers.get(address.host)
         if peer is None:
@@ -75,8 +80,10 @@ class PeerLimits:
         return True
 
     def release(self, host):
-        """A connection counted by :meth:`admits` has ended."""
-        self._peers[host].open -= 1
+        """A connection admitted by :meth:`admits` has ended."""
+        peer = self._peers.get(host)
+        if peer is not None and peer.open:  # (an exempt peer is not counted)
+            peer.open -= 1
 
     def _refuse(self, peer, address, limit):
         """Count a refusal; log it if it is the 1st, 2nd, 4th, ... in a row

@@ -12,8 +12,10 @@
 * An entry is acknowledged once its receiver is done with it
   (:mod:`lapps.bus.remote`). What no receiver here takes goes back to the
   hub for the other workers: the credit when the last waiter leaves (a
-  receiver that gave up), the entries still buffered :data:`IDLE` seconds
-  after they came with no receiver waiting, and everything at stop.
+  receiver that gave up), the entries still buffered once no receiver here
+  has taken one for :data:`IDLE` seconds and none waits, and everything at
+  stop. (So a busy stream keeps its order per receiver: what goes back is
+  what sat unclaimed.)
 
 A worker whose link is lost answers every waiting call with the bus's
 problem at once (and ends, see :mod:`lapps.bus.host.link`).
@@ -33,8 +35,9 @@ log = Logger(namespace="lapps.mqr")
 #: How many entries a worker may hold that others cannot have, at most
 #: (and at least twice its waiting receivers).
 PREFETCH = 32
-#: Seconds entries may stay buffered with no receiver waiting here, at most
-#: (about: a check runs that long after entries came).
+#: Seconds entries may stay buffered while no receiver here takes any, at
+#: most (about: a check runs that long after entries came, and again while
+#: receivers keep taking).
 IDLE = 0.1
 
 
@@ -46,6 +49,7 @@ class HostQueue(RemoteQueue):
         self.queues = queues
         self.asked = 0  # credit given to the hub and not yet used
         self._idle_check = None  # the pending check for entries no one here waits for
+        self._taken_seen = 0     # ``taken`` when that check was set
 
     def post(self, entry, done):
         if not self.bus.available:
@@ -86,7 +90,11 @@ class HostQueue(RemoteQueue):
         self.arrived(entries)
         self._read()
         if self._idle_check is None:
-            self._idle_check = self.bus.reactor.callLater(IDLE, self._idle)
+            self._check_idle_later()
+
+    def _check_idle_later(self):
+        self._taken_seen = self.taken
+        self._idle_check = self.bus.reactor.callLater(IDLE, self._idle)
 
     def forget(self, waiter):
         """A receiver gave up: once none waits, the hub stops sending here."""
@@ -95,7 +103,10 @@ class HostQueue(RemoteQueue):
 
     def _idle(self):
         self._idle_check = None
-        self._give_back_if_idle()
+        if self.taken != self._taken_seen:  # receivers here are at work: look again later
+            self._check_idle_later()
+        else:
+            self._give_back_if_idle()
 
     def _give_back_if_idle(self):
         """While no receiver waits here, the credit and what is buffered go

@@ -1,10 +1,12 @@
 -- cwsflood: a raw service that sends through cws as fast as it can.
--- "connect URL" opens the client; "flood N SIZE" sends up to N binary
+-- "connect URL" opens the client; "opened" polls once and answers whether
+-- onopen has run; "flood N SIZE" sends up to N binary
 -- messages of SIZE bytes and answers how many went and why it stopped;
 -- "send" sends one small message and answers what cws:send said.
 cwsflood = {}
 
 local sock
+local opened = false
 
 function cwsflood.onStart() end
 
@@ -12,8 +14,11 @@ function cwsflood.onMessage(handler, opcode, message)
   local cmd, arg = message:match("^(%a+)%s*(.*)$")
   if cmd == "connect" then
     local err
-    sock, err = cws:new(arg, {})
+    sock, err = cws:new(arg, { onopen = function() opened = true end })
     return ws:send(handler, 1, sock and "connected" or ("failed: " .. err))
+  elseif cmd == "opened" then
+    cws:eventLoop()
+    return ws:send(handler, 1, tostring(opened))
   elseif cmd == "flood" then
     local count, size = arg:match("^(%d+) (%d+)$")
     local blob = string.rep("f", tonumber(size))

@@ -4,15 +4,16 @@ cwsprobe = {}
 
 local inside = false      -- true only while cws:eventLoop() runs
 local closed_handler
+local settled = false     -- onopen or onerror has run
 
 local function say(...)
   print("cwsprobe: " .. table.concat({ ... }, " "))
 end
 
 local callbacks = {
-  onopen = function(h) say("onopen", tostring(inside)) end,
+  onopen = function(h) settled = true; say("onopen", tostring(inside)) end,
   onmessage = function(h, msg, opcode) say("onmessage", msg, opcode, tostring(inside)) end,
-  onerror = function(h, msg) say("onerror", msg, tostring(inside)) end,
+  onerror = function(h, msg) settled = true; say("onerror", msg, tostring(inside)) end,
   onclose = function(h, payload)
     closed_handler = h
     if payload then
@@ -24,9 +25,9 @@ local callbacks = {
   end,
 }
 
-local function loop_for(ms)
+local function loop_for(ms, until_settled)
   local sleeper, stop = nap:new(), time.now() + ms
-  while time.now() < stop and not must_stop() do
+  while time.now() < stop and not must_stop() and not (until_settled and settled) do
     inside = true
     cws:eventLoop()
     inside = false
@@ -58,6 +59,8 @@ function cwsprobe.run()
     loop_for(500)
     local ok, msg = cws:send(h, "late", 1)
     say("send after close", tostring(ok), tostring(msg), tostring(closed_handler == h))
+  elseif settings.scenario == "connect" then
+    loop_for(10000, true)
   end
   say("done")
 end
