@@ -46,6 +46,9 @@ LUA_LINE = re.compile(r"(\d+)\s+messages\s+rece(?:i)?ved\s+per\s+(\d+(?:\.\d+)?)
 LUA_CONNECTED = re.compile(r"Sockets connected:\s*(\d+)")
 URL = re.compile(r"^(wss?)://([^/]+):(\d+)(/.*)?$")
 
+sys.path.insert(0, str(PEERS))
+import nginx as nginx_peer  # noqa: E402 -- bench/peers/nginx.py, beside the other peers
+
 
 def log(*parts):
     print(*parts, file=sys.stderr, flush=True)
@@ -289,10 +292,17 @@ def peer_argv(script, python=None):
 
 
 class Server:
+    """``nginx``: the server (wsbench) or the echo target (lua) is nginx's."""
+
     def __init__(self, key, label, argv, tls=False, venv=None, path="/echo", kind="wsbench",
-                 note=""):
+                 note="", nginx=False):
         self.key, self.label, self.argv, self.tls = key, label, argv, tls
         self.venv, self.path, self.kind, self.note = venv, path, kind, note
+        self.nginx = nginx
+
+
+def nginx_argv(ctx, port, tls):
+    return nginx_peer.argv(ctx.tmp / f"nginx-{port}", port, SHARED, ctx.certs if tls else None)
 
 
 SERVERS = [
@@ -314,14 +324,22 @@ SERVERS = [
            venv="aiohttp"),
     Server("picows", "picows {version} (uvloop {uvloop})", peer_argv("picows_echo.py"),
            venv="picows"),
+    Server("nginx-ws", "nginx + lua-resty-websocket (1 process)",
+           lambda ctx, port: nginx_argv(ctx, port, False), nginx=True),
+    Server("nginx-wss", "nginx + lua-resty-websocket, wss (1 process)",
+           lambda ctx, port: nginx_argv(ctx, port, True), tls=True, nginx=True),
     Server("echosrv", "echosrv (C, ceiling)",
            lambda ctx, port: [str(ctx.echosrv), "-p", str(port)]),
     Server("lua-ws", "lapps ws: benchmark.lua → echo.lua, one process",
            None, kind="lua", note="etc/benchmark-ws.json"),
     Server("lua-wss", "lapps wss: benchmark.lua → echo.lua, one process",
            None, tls=True, kind="lua", note="etc/benchmark-wss.json"),
+    Server("lua-ws-nginx", "lapps ws: benchmark.lua → nginx + lua-resty-websocket",
+           None, kind="lua", note="etc/benchmark-ws.json, echo on nginx", nginx=True),
+    Server("lua-wss-nginx", "lapps wss: benchmark.lua → nginx + lua-resty-websocket",
+           None, tls=True, kind="lua", note="etc/benchmark-wss.json, echo on nginx", nginx=True),
 ]
-SMOKE = ["lapps-ws", "echosrv"]
+SMOKE = ["lapps-ws", "echosrv", "lua-ws", "lua-ws-nginx"]
 
 
 def label(server, versions):
@@ -383,10 +401,13 @@ def lua_benchmark_missing(variant):
     return [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in missing]
 
 
-def lua_benchmark_config(ctx, variant, port):
+def lua_benchmark_config(ctx, variant, port, echo_port=None):
     """A copy of etc/benchmark-<variant>.json (one-file form) on a free port,
     with absolute paths, run-time certificates and the echo target moved to
-    the port. Returns (path, port, number of benchmark instances, notes)."""
+    the port, or to ``echo_port`` (another server's echo: the config's own
+    echo service is left out). Returns (path, port, number of benchmark
+    instances, notes)."""
+    target_port = echo_port or port
     source = ETC / f"benchmark-{variant}.json"
     config = json.loads(source.read_text())
     notes = []
@@ -413,7 +434,7 @@ def lua_benchmark_config(ctx, variant, port):
             m = URL.match(node)
             if m and int(m.group(3)) == old_port:
                 moved.append(node)
-                return f"{m.group(1)}://{m.group(2)}:{port}{m.group(4) or ''}"
+                return f"{m.group(1)}://{m.group(2)}:{target_port}{m.group(4) or ''}"
         return node
 
     config = retarget(config)
@@ -425,13 +446,20 @@ def lua_benchmark_config(ctx, variant, port):
         if pattern.search(lua):
             copy = ctx.tmp / f"apps-{variant}-{port}"
             shutil.copytree(apps, copy)
-            (copy / "benchmark" / "benchmark.lua").write_text(pattern.sub(rf"\g<1>{port}", lua))
+            (copy / "benchmark" / "benchmark.lua").write_text(
+                pattern.sub(rf"\g<1>{target_port}", lua))
             config["directories"]["applications"] = str(copy)
-            notes.append(f"echo target port {old_port} -> {port} in a copy of benchmark.lua")
+            notes.append(f"echo target port {old_port} -> {target_port} in a copy of "
+                         "benchmark.lua")
         else:
             config["server"]["port"] = old_port
             notes.append(f"no target URL on port {old_port} found to move: ran on port {old_port}")
     services = config.get("services", {})
+    if echo_port:
+        services.pop("echo", None)
+        for descriptor in services.values():
+            if "echo" in descriptor.get("depends", ()):
+                descriptor["depends"] = [d for d in descriptor["depends"] if d != "echo"]
     if "benchmark" in services:
         instances = services["benchmark"].get("instances", 1)
     else:
@@ -446,16 +474,31 @@ def run_lua_benchmark(ctx, procs, server, rep, args):
     variant = "wss" if server.tls else "ws"
     record = {"server": server.key, "label": server.label, "rep": rep, "kind": "lua",
               "loadavg_before": os.getloadavg(), "ok": False}
+    echo = None
     try:
-        config, port, instances, notes = lua_benchmark_config(ctx, variant, free_port())
+        echo_port = None
+        if server.nginx:  # the echo first, on its own port
+            echo_port = free_port()
+            echo_argv = nginx_argv(ctx, echo_port, server.tls)
+            record["echo_command"] = echo_argv
+            echo = procs.start(echo_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_listening(echo, echo_port, what="nginx")
+        config, port, instances, notes = lua_benchmark_config(ctx, variant, free_port(),
+                                                              echo_port)
     except Exception as e:  # noqa: BLE001
         record["error"] = f"cannot prepare the config: {e}"
+        if echo is not None:
+            procs.stop(echo)
         return record
     argv = twistd() + ["-n", "--pidfile=", "lapps", "--config", str(config)]
     record.update(command=argv, instances=instances, notes=notes)
     lines, arrivals = [], queue.Queue()
     proc = procs.start(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    measured = [proc.pid] + ([echo.pid] if echo else [])  # the clients, and nginx's echo
+
+    def cpu():
+        return sum(cpu_seconds(pid) for pid in measured)
 
     def reader():
         for raw in proc.stdout:
@@ -482,8 +525,8 @@ def run_lua_benchmark(ctx, procs, server, rep, args):
                 if m:
                     connected.append(int(m.group(1)))
                     if len(connected) == instances:
-                        start = (t, cpu_seconds(proc.pid))
-                        neighbours = Neighbours(proc.pid)
+                        start = (t, cpu())
+                        neighbours = Neighbours(*measured)
             else:
                 m = LUA_LINE.search(line)
                 if m and t <= start[0] + args.duration:
@@ -491,7 +534,7 @@ def run_lua_benchmark(ctx, procs, server, rep, args):
         if start is None:
             raise RuntimeError(f"{len(connected)} of {instances} 'Sockets connected' lines "
                                f"within {patience:.0f} s")
-        end = (time.monotonic(), cpu_seconds(proc.pid))
+        end = (time.monotonic(), cpu())
         record.update(neighbours.done())
         record["sockets_connected"] = connected
         if min(connected) == 0:
@@ -508,6 +551,8 @@ def run_lua_benchmark(ctx, procs, server, rep, args):
         record["error"] = str(e)
     finally:
         record["server_rc"] = procs.stop(proc)
+        if echo is not None:
+            record["echo_rc"] = procs.stop(echo)
     if not record["ok"]:
         record["server_log_tail"] = "\n".join(lines[-30:])
     return record
@@ -604,7 +649,8 @@ def parse_args(argv=None):
     p.add_argument("--conns", type=int, default=100, help="connections (default 100)")
     p.add_argument("--servers", help="comma-separated subset of the servers, in this order")
     p.add_argument("--smoke", action="store_true",
-                   help="1 rep, 1 s warm-up, 2 s measured, lapps-ws and echosrv only, no venv")
+                   help="1 rep, 1 s warm-up, 2 s measured, lapps-ws, echosrv and the Lua "
+                        "benchmark against lapps and nginx only, no venv")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
     p.add_argument("--out", type=Path, default=BENCH / "results.json",
                    help="raw per-run JSON (default bench/results.json)")
@@ -648,6 +694,8 @@ def main(argv=None):
         for s in args.selected:
             if s.venv and not versions.get(s.venv):
                 notes.append(f"{s.key}: left out ({s.venv} is not installed in bench/.venv)")
+            elif s.nginx and nginx_peer.install(SHARED):
+                notes.append(f"{s.key}: left out (missing {', '.join(nginx_peer.missing(SHARED))})")
             elif s.kind == "lua" and lua_benchmark_missing("wss" if s.tls else "ws"):
                 missing = lua_benchmark_missing("wss" if s.tls else "ws")
                 notes.append(f"{s.key}: skipped, the Lua benchmark is not there yet "
@@ -695,10 +743,11 @@ def main(argv=None):
             else "") if git else "") + ".\n")
         print(table(rows, "wsbench"))
         if any(r["kind"] == "lua" for r in rows):
-            print("\nThe Lua benchmark service against the Lua echo in one lapps process "
-                  "(spec §7.2: msgs/s is the sum over instances of the mean per-line rate, "
-                  f"{args.duration:g} s after the last 'Sockets connected'; CPU is the whole "
-                  "process, cws clients included; not pinned):\n")
+            print("\nThe Lua benchmark service against the Lua echo in one lapps process, "
+                  "and against nginx's echo (spec §7.2: msgs/s is the sum over instances of "
+                  f"the mean per-line rate, {args.duration:g} s after the last 'Sockets "
+                  "connected'; CPU is the whole lapps process, cws clients included, plus "
+                  "nginx's when it echoes; not pinned):\n")
             print(table(rows, "lua"))
         others = [r["other_cpu"] for r in runs if "other_cpu" in r]
         steal = [r["steal"] for r in runs if "steal" in r]

@@ -10,7 +10,7 @@ import sys
 from conftest import REPO
 
 
-def test_smoke_run_reports_both_servers(tmp_path):
+def test_smoke_run_reports_the_servers_and_the_lua_benchmark_against_both_echoes(tmp_path):
     out = tmp_path / "results.json"
     result = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--smoke",
                              "--out", str(out)],
@@ -22,18 +22,27 @@ def test_smoke_run_reports_both_servers(tmp_path):
     assert rows[0].startswith("| server | msgs/s median (min–max) | server CPU-µs/msg |")
     assert any(row.startswith("| lapps ws ") for row in rows), rows
     assert any(row.startswith("| echosrv ") for row in rows), rows
+    assert any(row.startswith("| lapps ws: benchmark.lua → echo.lua") for row in rows), rows
+    assert any(row.startswith("| lapps ws: benchmark.lua → nginx") for row in rows), rows
 
     data = json.loads(out.read_text())
     runs = {run["server"]: run for run in data["runs"]}
-    assert set(runs) == {"lapps-ws", "echosrv"}
+    assert set(runs) == {"lapps-ws", "echosrv", "lua-ws", "lua-ws-nginx"}
     for run in runs.values():
         assert run["ok"], run
+        assert run["cpu_us_per_msg"] > 0
+        assert run["command"]
+    for key in ("lapps-ws", "echosrv"):
+        run = runs[key]
         assert run["wsbench"]["msgs_per_s"] > 0
         assert run["wsbench"]["connected"] == run["wsbench"]["conns"] == 100
         assert run["wsbench"]["server_cpu"] > 0
-        assert run["cpu_us_per_msg"] > 0
         assert run["wsbench_line"].startswith("{")
-        assert run["command"] and run["wsbench_command"]
+        assert run["wsbench_command"]
+    for key in ("lua-ws", "lua-ws-nginx"):  # etc/benchmark-ws.json: 4 instances × 100
+        assert runs[key]["sockets_connected"] == [100] * 4
+        assert runs[key]["msgs_per_s"] > 0
+    assert runs["lua-ws-nginx"]["echo_command"][0] == "nginx"
     for row in data["summary"]:
         assert row["msgs_per_s_median"] > 0 and row["cpu_us_per_msg_median"] > 0
 
