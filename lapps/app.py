@@ -180,9 +180,10 @@ class LAppSService(MultiService):
         self.broadcasts.setServiceParent(self)
         server = cfg.server
         self.parts = ServerParts(cfg.lua_path, self.connections, self.broadcasts, reactor,
-                                 tls.client_options(cfg.ca_file, server["tls_client_version"],
-                                                    server["tls_client_verify"]),
-                                 pam_auth=self.pam_auth, mqr=self.mqr)
+                                 tls.ClientTLS(cfg.ca_file, server["tls_client_version"],
+                                               server["tls_client_verify"]),
+                                 pam_auth=self.pam_auth, mqr=self.mqr,
+                                 fast_path=server["fast_path"])
         self.lua_services = _build(cfg, self.parts, self._wanted(cfg))
         self._wire(self.lua_services)
         self.factory = LAppSServerFactory(_routes(self.lua_services), self.connections,

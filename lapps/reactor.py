@@ -9,12 +9,13 @@ made while handling the event say which connection they are about. That
 is ~1.4 µs per event on the bench machine, several percent of a message.
 
 :func:`install` gives a running :class:`EPollReactor` a ``doIteration``
-that, for lapps's own server transports (:class:`EagerServer`, whose
-``logPrefix`` is fixed when it is made), pushes a context built once per
-transport instead: the same ``system`` value, the same base context, the
-same catching and logging of what escapes the dispatch. Every other
-selectable (listening ports, Redis and ``cws`` clients, the waker) goes
-through ``callWithLogger`` as before. So log events do not change at all:
+that, for lapps's own transports (the listener's :class:`EagerServer`,
+whose ``logPrefix`` is fixed when it is made, and the ``cws`` clients'
+:class:`EagerClient`, which drops its cache when Twisted renames it on
+connecting), pushes a context built once per transport instead: the same
+``system`` value, the same base context, the same catching and logging of
+what escapes the dispatch. Every other selectable (listening ports, Redis
+clients, the waker) goes through ``callWithLogger`` as before. So log events do not change at all:
 ``lapps.*`` events never read this context (their ``log_system`` comes
 from their namespace), and legacy lines made during a lapps connection's
 event still carry that connection's ``system``.
@@ -33,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python import context, log
 from twisted.python.log import ILogContext
 
+from lapps.protocols.clientpath import EagerClient
 from lapps.protocols.fastpath import EagerServer
 
 try:
@@ -64,8 +66,9 @@ def install(reactor):
 
 
 class _Dispatch:
-    """``EPollReactor.doPoll``, with :class:`EagerServer` events dispatched
-    under a log context cached on the transport."""
+    """``EPollReactor.doPoll``, with :class:`EagerServer` and
+    :class:`EagerClient` events dispatched under a log context cached on the
+    transport."""
 
     def __init__(self, reactor):
         self.reactor = reactor
@@ -91,7 +94,8 @@ class _Dispatch:
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            if contexts is None or type(selectable) is not EagerServer:
+            kind = type(selectable)
+            if contexts is None or (kind is not EagerServer and kind is not EagerClient):
                 log.callWithLogger(selectable, dispatch, selectable, fd, event)
                 continue
             cached = selectable.log_context

@@ -118,29 +118,49 @@ class ServerTLS:
         return self.options.stdlib_context
 
 
-def client_options(ca_file, version, verify=True):
-    """``host -> TLS connection creator`` for outbound ``wss://`` (``cws``).
+class ClientTLS:
+    """The TLS of outbound ``wss://`` (``cws``), built once per server.
 
     With ``verify`` the server's certificate must chain to ``ca_file`` (if it
-    exists) or to the system trust store, and name ``host`` (service-identity
-    checks it). Without, nothing is verified, as in LAppS. The trust store
-    is read once, and one creator (one OpenSSL context) serves every
-    connection to a host.
+    exists) or to the system trust store, and name the host; without,
+    nothing is verified, as in LAppS. :attr:`context` is the stdlib
+    ``SSLContext`` of :mod:`lapps.protocols.stdtls` (``fast_path``; the
+    name is checked by ``ssl``); :meth:`creator` gives Twisted's TLS a
+    connection creator per host (service-identity checks the name), one
+    OpenSSL context for every connection to that host.
     """
-    minimum = MINIMUM_VERSION[version]
-    if not verify:
-        unverified = CertificateOptions(verify=False, raiseMinimumTo=minimum)
-        return lambda host: unverified
-    trust, creators = [], {}
 
-    def creator(host):
-        if host not in creators:
-            if not trust:
-                trust.append(_trust_root(ca_file))
-            creators[host] = optionsForClientTLS(
-                host, trustRoot=trust[0], extraCertificateOptions={"raiseMinimumTo": minimum})
-        return creators[host]
-    return creator
+    def __init__(self, ca_file, version, verify=True):
+        self.ca_file, self.version, self.verify = ca_file, version, verify
+        self._context = self._trust = None
+        self._creators = {}
+
+    @property
+    def context(self):
+        if self._context is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.minimum_version = STDLIB_MINIMUM_VERSION[self.version]
+            if self.verify:
+                context.load_default_certs()
+                if self.ca_file and os.path.isfile(self.ca_file):
+                    context.load_verify_locations(self.ca_file)
+            else:
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            self._context = context
+        return self._context
+
+    def creator(self, host):
+        if host not in self._creators:
+            minimum = MINIMUM_VERSION[self.version]
+            if not self.verify:
+                self._creators[host] = CertificateOptions(verify=False, raiseMinimumTo=minimum)
+            else:
+                if self._trust is None:
+                    self._trust = _trust_root(self.ca_file)
+                self._creators[host] = optionsForClientTLS(
+                    host, trustRoot=self._trust,
+                    extraCertificateOptions={"raiseMinimumTo": minimum})
+        return self._creators[host]
 
 
 def _trust_root(ca_file):

@@ -45,27 +45,35 @@ def test_ws_echo_with_callbacks_only_inside_eventloop(start_server, target):
     assert_echo_flow(run_probe(start_server, "echo", target.url("/echo")))
 
 
-def test_wss_verified_against_the_configured_ca(start_server, tmp_path):
+#: cws's wss on the stdlib's ssl (the fast path) and on pyOpenSSL (``fast_path: false``).
+TLS_LAYERS = pytest.mark.parametrize("fast_path", [True, False], ids=["ssl", "pyopenssl"])
+
+
+@TLS_LAYERS
+def test_wss_verified_against_the_configured_ca(start_server, tmp_path, fast_path):
     pki = PKI(tmp_path / "server")
     tls_target = start_server({"echo": reactive("/echo")}, server=pki.server(),
                               applications=TEST_APPS)
     lines = run_probe(start_server, "echo", f"wss://localhost:{tls_target.port}/echo",
-                      server={"tls_certificates": {"ca": str(pki.ca)}})
+                      server={"tls_certificates": {"ca": str(pki.ca)}, "fast_path": fast_path})
     assert_echo_flow(lines)
 
 
-def test_wss_with_an_unknown_ca_is_refused(start_server, tmp_path):
+@TLS_LAYERS
+def test_wss_with_an_unknown_ca_is_refused(start_server, tmp_path, fast_path):
     pki, stranger = PKI(tmp_path / "server"), PKI(tmp_path / "stranger")
     tls_target = start_server({"echo": reactive("/echo")}, server=pki.server(),
                               applications=TEST_APPS)
     new, line, done = run_probe(start_server, "connect", f"wss://localhost:{tls_target.port}/echo",
-                                server={"tls_certificates": {"ca": str(stranger.ca)}})
+                                server={"tls_certificates": {"ca": str(stranger.ca)},
+                                        "fast_path": fast_path})
     assert (new, done) == ("new ok", "done")
     assert line.startswith("onerror Communication error on TLS handshake (")
     assert "certificate verify failed" in line and line.endswith(" true")
 
 
-def test_wss_hostname_mismatch_is_refused(start_server, tmp_path):
+@TLS_LAYERS
+def test_wss_hostname_mismatch_is_refused(start_server, tmp_path, fast_path):
     ca_cert, ca_key = devcert.make_ca()
     cert, key = devcert.make_server_cert(ca_cert, ca_key, hostnames=("other.example",), addresses=())
     ca = write_pem(tmp_path / "ca.pem", devcert.pem_cert(ca_cert))
@@ -75,18 +83,20 @@ def test_wss_hostname_mismatch_is_refused(start_server, tmp_path):
         "tls": True, "tls_certificates": {"ca": str(ca), "cert": str(tmp_path / "cert.pem"),
                                           "key": str(tmp_path / "key.pem")}})
     new, line, done = run_probe(start_server, "connect", f"wss://localhost:{tls_target.port}/echo",
-                                server={"tls_certificates": {"ca": str(ca)}})
+                                server={"tls_certificates": {"ca": str(ca)},
+                                        "fast_path": fast_path})
     assert (new, done) == ("new ok", "done")
     assert line.startswith("onerror Communication error on TLS handshake (")
     assert "localhost" in line or "hostname" in line.lower()
 
 
-def test_verification_can_be_turned_off(start_server, tmp_path):
+@TLS_LAYERS
+def test_verification_can_be_turned_off(start_server, tmp_path, fast_path):
     pki, stranger = PKI(tmp_path / "server"), PKI(tmp_path / "stranger")
     tls_target = start_server({"echo": reactive("/echo")}, server=pki.server(),
                               applications=TEST_APPS)
     lines = run_probe(start_server, "echo", f"wss://localhost:{tls_target.port}/echo",
-                      server={"tls_client_verify": False,
+                      server={"tls_client_verify": False, "fast_path": fast_path,
                               "tls_certificates": {"ca": str(stranger.ca)}})
     assert_echo_flow(lines)
 

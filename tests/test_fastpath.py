@@ -48,9 +48,10 @@ class Transport(StringTransport):
         self.producer = None
 
 
-class Probe(FastPath, OutboundCap, WebSocketServerProtocol):
-    """Echoes each message (closing after a ``CLOSE_ME``) and records it;
-    counts the messages that took Autobahn's own path."""
+class Recording:
+    """Mixed into a probe protocol: echoes each message (closing after a
+    ``CLOSE_ME``) and records it; counts the messages that took Autobahn's
+    own path."""
 
     def onMessage(self, payload, isBinary):
         self.received.append((payload, isBinary))
@@ -62,6 +63,10 @@ class Probe(FastPath, OutboundCap, WebSocketServerProtocol):
     def _onMessageBegin(self, isBinary):
         self.slow_messages += 1
         super()._onMessageBegin(isBinary)
+
+
+class Probe(Recording, FastPath, OutboundCap, WebSocketServerProtocol):
+    """The server side's probe."""
 
 
 def opened(fast, max_size=0, fragment=0, utf8=True, deflate=False):
@@ -86,20 +91,23 @@ def opened(fast, max_size=0, fragment=0, utf8=True, deflate=False):
     return probe, transport
 
 
-def outcome(probe, transport):
-    return {"received": probe.received, "written": transport.value(), "state": probe.state,
+def outcome(probe, transport, written=bytes):
+    """What a probe did; ``written(data)`` is what is compared of its writes."""
+    return {"received": probe.received, "written": written(transport.value()),
+            "state": probe.state,
             "sent close": (probe.localCloseCode, probe.localCloseReason),
             "got close": (probe.remoteCloseCode, probe.remoteCloseReason),
             "failed": probe.failedByMe, "dropped": probe.droppedByMe, "clean": probe.wasClean,
             "disconnecting": transport.disconnecting, "stats": probe.trafficStats.__json__()}
 
 
-def run(fast, stream, cuts, **options):
-    probe, transport = opened(fast, **options)
+def run(fast, stream, cuts, open_probe=opened, written=bytes, **options):
+    """``stream`` cut at ``cuts`` into a probe (``open_probe``): its outcome, and it."""
+    probe, transport = open_probe(fast, **options)
     bounds = [0, *sorted(set(cuts)), len(stream)]
     for start, end in zip(bounds, bounds[1:]):
         probe.dataReceived(stream[start:end])
-    return outcome(probe, transport), probe
+    return outcome(probe, transport, written), probe
 
 
 def assert_same(stream, cuts=(), **options):
@@ -141,19 +149,25 @@ texts = st.one_of(st.text(max_size=100), st.sampled_from(["é" * 63, "€" * 42,
 BROKEN = [b"\xff", b"\x80", b"\xc3", b"\xe2\x82", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]
 broken_texts = st.tuples(texts, st.sampled_from(BROKEN), texts).map(b"".join)
 masks = st.one_of(st.binary(min_size=4, max_size=4), st.just(b"\x00\x00\x00\x00"))
-#: What may be wrong with a frame of the fast path's kind (None: nothing).
-DEFECTS = [None] * 6 + ["fragment", "rsv", "opcode", "unmasked", "wide", "broken text",
+#: What may be wrong with a frame of the fast path's kind (None: nothing);
+#: "masking": masked from a server, unmasked from a client.
+DEFECTS = [None] * 6 + ["fragment", "rsv", "opcode", "masking", "wide", "broken text",
                         "close me"]
 
 
+def masking(draw, client):
+    """A mask for a frame from the client (``client``), None from the server."""
+    return draw(masks) if client else None
+
+
 @st.composite
-def data_frames(draw):
-    """A final masked text or binary frame, the kind the fast path takes,
-    or one with a single defect that must leave it to Autobahn (and one
-    whose message makes the probe close)."""
+def data_frames(draw, client=True):
+    """A final text or binary frame, masked if from the ``client``: the
+    kind the fast path takes, or one with a single defect that must leave
+    it to Autobahn (and one whose message makes the probe close)."""
     opcode = draw(st.sampled_from([1, 2]))
     payload = draw(texts if opcode == 1 else payloads)
-    options = {"mask": draw(masks)}
+    options = {"mask": masking(draw, client)}
     defect = draw(st.sampled_from(DEFECTS))
     if defect == "fragment":
         options["fin"] = False
@@ -161,8 +175,8 @@ def data_frames(draw):
         options["rsv"] = draw(st.sampled_from([1, 2, 4, 7]))
     elif defect == "opcode":
         opcode = draw(st.sampled_from([0, 3, 7, 11, 15]))
-    elif defect == "unmasked":
-        options["mask"] = None
+    elif defect == "masking":
+        options["mask"] = masking(draw, not client)
     elif defect == "wide":
         options["wide"] = True
     elif defect == "broken text":
@@ -173,7 +187,7 @@ def data_frames(draw):
 
 
 @st.composite
-def messages(draw):
+def messages(draw, client=True):
     """A well-formed data message in 2 or 3 fragments, sometimes with a
     ping between them."""
     opcode = draw(st.sampled_from([1, 2]))
@@ -182,10 +196,10 @@ def messages(draw):
     cuts = sorted(draw(st.lists(st.integers(0, len(payload)), min_size=pieces - 1,
                                 max_size=pieces - 1)))
     parts = [payload[a:b] for a, b in zip([0, *cuts], [*cuts, len(payload)])]
-    frames = [frame(opcode if i == 0 else 0, part, fin=i == len(parts) - 1, mask=draw(masks))
-              for i, part in enumerate(parts)]
+    frames = [frame(opcode if i == 0 else 0, part, fin=i == len(parts) - 1,
+                    mask=masking(draw, client)) for i, part in enumerate(parts)]
     if draw(st.booleans()):
-        frames.insert(1, frame(9, b"ping", mask=draw(masks)))
+        frames.insert(1, frame(9, b"ping", mask=masking(draw, client)))
     return b"".join(frames)
 
 
@@ -197,10 +211,19 @@ def odd_frames(draw):
                  mask=draw(st.one_of(masks, st.none())), wide=draw(st.booleans()))
 
 
-closes = st.one_of(st.just(frame(8)), st.integers(0, 5000).map(
-    lambda code: frame(8, code.to_bytes(2, "big") + b"bye")), st.just(frame(8, b"\x03\xe8\xff")))
-streams = st.lists(st.one_of(data_frames(), data_frames(), data_frames(), data_frames(),
-                             messages(), odd_frames(), closes), max_size=12).map(b"".join)
+def stream_of(client):
+    """Strategy: up to 12 frames from the client (``client``) or the server,
+    mostly of the fast path's kind, and a close among them now and then."""
+    mask = b"\x1f\x8b\x00\xff" if client else None
+    closes = st.one_of(st.just(frame(8, mask=mask)), st.integers(0, 5000).map(
+        lambda code: frame(8, code.to_bytes(2, "big") + b"bye", mask=mask)),
+        st.just(frame(8, b"\x03\xe8\xff", mask=mask)))
+    fast = data_frames(client)
+    return st.lists(st.one_of(fast, fast, fast, fast, messages(client), odd_frames(), closes),
+                    max_size=12).map(b"".join)
+
+
+streams = stream_of(client=True)
 options = st.fixed_dictionaries({"max_size": st.sampled_from([0, 100, 1000, 16 * MiB]),
                                  "fragment": st.sampled_from([0, 0, 100]),
                                  "utf8": st.sampled_from([True, True, False])})

@@ -21,6 +21,7 @@ waits, a message of any size goes.
 import collections
 import itertools
 import queue
+import ssl
 import struct
 from urllib.parse import urlsplit
 
@@ -35,15 +36,19 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.threadable import isInIOThread
 
 from lapps.protocols.backpressure import OutboundCap
+from lapps.protocols.clientpath import FastClient, connecting
+from lapps.protocols.fastpath import CoalescingClock
+from lapps.protocols.stdtls import StdTLSFactory
 
 MAX_MESSAGE = 16 * 1024 * 1024
 #: Bytes one connection may have waiting to go out (sent by Lua, not yet
 #: taken by the remote server) before ``cws:send`` says "send buffer full".
 MAX_SEND_BUFFER = 4 * 1024 * 1024
 CONNECT_TIMEOUT = 10.0
-#: What a connection lost in its TLS handshake ends with (OpenSSL's own
-#: checks, then service-identity's of the name).
-_TLS_ERRORS = (SSL.Error, service_identity.VerificationError, service_identity.CertificateError)
+#: What a connection lost in its TLS handshake ends with: ``ssl``'s errors
+#: (fast path), or pyOpenSSL's and then service-identity's of the name.
+_TLS_ERRORS = (ssl.SSLError, SSL.Error, service_identity.VerificationError,
+               service_identity.CertificateError)
 _ids = itertools.count(1)
 
 _CWS = b"""
@@ -113,10 +118,11 @@ return cws
 """
 
 
-class _Protocol(OutboundCap, WebSocketClientProtocol):
+class _Protocol(FastClient, OutboundCap, WebSocketClientProtocol):
     """One cws connection: reports to its pool, never runs Lua itself. It
     counts what it writes while its transport is full (``outbound_backlog``)
-    and holds what the service sends before the handshake ends."""
+    and holds what the service sends before the handshake ends. Its common
+    frames take :mod:`lapps.protocols.clientpath`."""
 
     lost = None
     was_open = False
@@ -169,21 +175,26 @@ def _handshake_failure(protocol, reason):
 
 
 def _endpoint(reactor, host, port):
-    """An IP literal, or ``localhost`` (IPv4 loopback), needs no lookup."""
+    """An IP literal, or ``localhost`` (IPv4 loopback), needs no lookup (and
+    gets transports that write at once)."""
     if host == "localhost":
         host = "127.0.0.1"
     if isIPAddress(host):
-        return endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
+        return endpoints.TCP4ClientEndpoint(connecting(reactor), host, port,
+                                            timeout=CONNECT_TIMEOUT)
     if isIPv6Address(host):
-        return endpoints.TCP6ClientEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
+        return endpoints.TCP6ClientEndpoint(connecting(reactor), host, port,
+                                            timeout=CONNECT_TIMEOUT)
     return endpoints.HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
 
 
 class Pool:
     """The cws connections of one Lua instance and their event queue."""
 
-    def __init__(self, reactor, client_tls, pending, may_block):
+    def __init__(self, reactor, client_tls, pending, may_block, fast_path=True):
         self.reactor, self.client_tls, self.may_block = reactor, client_tls, may_block
+        self.fast_path = fast_path
+        self.tls_clock = CoalescingClock(reactor)  # the TLS flushes of a turn, in one call
         self.events = queue.SimpleQueue()
         self.pending = pending  # handler -> Deferred of (ok, message); the waiter pops it
         self.connecting = {}    # the same Deferreds, until the TCP connect ends
@@ -263,16 +274,23 @@ class Pool:
     def _connect(self, handler, scheme, host, port, url):
         factory = WebSocketClientFactory(url)
         factory.noisy = False
+        factory.fast_path = self.fast_path
         factory.protocol = _Protocol
         factory.pool, factory.handler = self, handler
         factory.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE,
                                    maxFramePayloadSize=MAX_MESSAGE,
                                    openHandshakeTimeout=CONNECT_TIMEOUT)
         endpoint = _endpoint(self.reactor, host, port)
-        if scheme == "wss":
-            endpoint = endpoints.wrapClientTLS(self.client_tls(host), endpoint)
-        endpoint.connect(factory).addCallbacks(self._connected, self._refused,
-                                               callbackArgs=(handler,), errbackArgs=(handler,))
+        if scheme == "wss" and self.fast_path:
+            connected = endpoint.connect(StdTLSFactory(
+                self.client_tls, True, factory, self.tls_clock, hostname=host))
+            connected.addCallback(lambda tls: tls.wrappedProtocol)
+        else:
+            if scheme == "wss":
+                endpoint = endpoints.wrapClientTLS(self.client_tls.creator(host), endpoint)
+            connected = endpoint.connect(factory)
+        connected.addCallbacks(self._connected, self._refused,
+                               callbackArgs=(handler,), errbackArgs=(handler,))
 
     def _connected(self, protocol, handler):
         # Usable before the wait ends: a reactive service resumes inside _settle.
@@ -348,7 +366,7 @@ def install(context):
     """Create the ``cws`` global. A standalone instance waits for the
     handshake in its thread; a reactive one suspends (``context.wait``)."""
     pool = Pool(context.parts.reactor, context.parts.client_tls, context.pending,
-                may_block=context.standalone)
+                may_block=context.standalone, fast_path=context.parts.fast_path)
     wait = pool.wait if context.standalone else context.wait
     context.runtime.globals()[b"cws"] = context.runtime.execute(
         _CWS, pool.start, wait, pool.next_event, pool.send, pool.close)

@@ -96,6 +96,25 @@ _SHORT_BINARY = [bytes((_BINARY, n)) for n in range(126)]
 _HEADER_16, _HEADER_64 = struct.Struct(">BBH").pack, struct.Struct(">BBQ").pack
 
 
+def payload_bounds(data, pos, size, n, mask_size):
+    """(start, length) of the payload of the frame at ``pos`` whose 7-bit
+    length is ``n`` (126 or 127: a longer length follows) and whose mask
+    takes ``mask_size`` octets; an end past ``size`` (never reached) when
+    the length is not all there or not in its minimal encoding, which
+    Autobahn then waits for or fails."""
+    if n == 126:
+        start = pos + 4 + mask_size
+        if start > size:
+            return start, size
+        n = data[pos + 2] << 8 | data[pos + 3]
+        return (start, n) if n >= 126 else (start, size)
+    start = pos + 10 + mask_size
+    if start > size:
+        return start, size
+    n = int.from_bytes(data[pos + 2:pos + 10], "big")
+    return (start, n) if 0x10000 <= n < _NO_LIMIT else (start, size)
+
+
 def _least(*limits):
     """The smallest of Autobahn's size limits that is set (0 is no limit)."""
     return min((n for n in limits if n > 0), default=_NO_LIMIT)
@@ -160,50 +179,56 @@ class FastPath:
 
     def _receive_frames(self, data):
         """Deliver the fast frames at the front of ``data``; return the rest."""
-        pos, size = 0, len(data)
-        stats = self.trafficStats
-        while size - pos >= 6:  # the smallest masked frame
-            b0, b1 = data[pos], data[pos + 1]
-            if (b0 != _BINARY and b0 != _TEXT) or b1 < 0x80:
-                break  # not a final unfragmented data frame without RSV, or unmasked
-            n = b1 & 0x7F
-            if n < 126:
-                start = pos + 6
-            elif n == 126:
-                start = pos + 8
-                if start > size:
-                    break
-                n = data[pos + 2] << 8 | data[pos + 3]
-                if n < 126:
-                    break  # not the minimal encoding: Autobahn's protocol violation
-            else:
-                start = pos + 14
-                if start > size:
-                    break
-                n = int.from_bytes(data[pos + 2:pos + 10], "big")
-                if n < 0x10000 or n >= _NO_LIMIT:
-                    break
-            end = start + n
-            if end > size or n > self._in_limit:
-                break  # partial, or over a limit: Autobahn waits or fails it
-            payload = unmask(data[start:end], data[start - 4:start])
-            if b0 == _TEXT and self.utf8validateIncoming and not payload.isascii():
-                validator = self.utf8validator
-                validator.reset()
-                valid, complete = validator.validate(payload)[:2]
-                if not (valid and complete):
-                    break  # Autobahn fails it (1007)
-            pos = end
-            stats.incomingOctetsWebSocketLevel += n
-            stats.incomingOctetsAppLevel += n
-            stats.incomingWebSocketFrames += 1
-            stats.incomingWebSocketMessages += 1
-            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
-                self._cancelAutoPingTimeoutCall()
-            self.onMessage(payload, b0 == _BINARY)
+        pos, size, frame_at = 0, len(data), self._frame_at
+        while True:
+            found = frame_at(data, pos, size)
+            if found is None or not self._fast_message(found[1], found[2]):
+                break  # Autobahn waits for it, or reads it (and fails what is wrong)
+            pos = found[0]
             if self.state != _OPEN:
                 break  # closing or closed by the handler: Autobahn's from here
         return data[pos:] if pos else data
+
+    def _frame_at(self, data, pos, size):
+        """(end, unmasked payload, first octet) of the whole fast client
+        frame at ``pos``, or None: not complete yet, not a final
+        unfragmented data frame without RSV, unmasked, not in minimal
+        length encoding, or over a limit."""
+        if size - pos < 6:  # the smallest masked frame
+            return None
+        b0, b1 = data[pos], data[pos + 1]
+        if (b0 != _BINARY and b0 != _TEXT) or b1 < 0x80:
+            return None
+        n = b1 & 0x7F
+        if n < 126:
+            start = pos + 6
+        else:
+            start, n = payload_bounds(data, pos, size, n, 4)
+        end = start + n
+        if end > size or n > self._in_limit:
+            return None
+        return end, unmask(data[start:end], data[start - 4:start]), b0
+
+    def _fast_message(self, payload, b0):
+        """Hand a whole message to ``onMessage`` with the counters and the
+        keepalive bookkeeping Autobahn keeps for it; False (nothing done)
+        when it is text that is not valid UTF-8, for Autobahn to fail."""
+        n = len(payload)
+        if b0 == _TEXT and self.utf8validateIncoming and not payload.isascii():
+            validator = self.utf8validator
+            validator.reset()
+            valid, complete = validator.validate(payload)[:2]
+            if not (valid and complete):
+                return False
+        stats = self.trafficStats
+        stats.incomingOctetsWebSocketLevel += n
+        stats.incomingOctetsAppLevel += n
+        stats.incomingWebSocketFrames += 1
+        stats.incomingWebSocketMessages += 1
+        if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+            self._cancelAutoPingTimeoutCall()
+        self.onMessage(payload, b0 == _BINARY)
+        return True
 
     # Out.
 
@@ -218,12 +243,16 @@ class FastPath:
         stats.outgoingOctetsAppLevel += n
         stats.outgoingOctetsWebSocketLevel += n
         stats.outgoingWebSocketFrames += 1
+        self._write(self._frame(payload, n, isBinary))
+
+    def _frame(self, payload, n, isBinary):
+        """One unmasked server frame of ``payload`` (``n`` octets)."""
         if n < 126:
             header = _SHORT_BINARY[n] if isBinary else _SHORT_TEXT[n]
         else:
             b0 = _BINARY if isBinary else _TEXT
             header = _HEADER_16(b0, 126, n) if n < 0x10000 else _HEADER_64(b0, 127, n)
-        self._write(header + payload)
+        return header + payload
 
     def sendData(self, data, sync=False, chopsize=None):
         """Autobahn's ``sendData`` without its debug-log formatting, on
@@ -247,13 +276,11 @@ class FastPath:
             self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
 
 
-class EagerServer(tcp.Server):
-    """A server TCP transport that sends at once what is written while
-    nothing is queued, instead of on the reactor's next turn; the rest is
-    Twisted's (the queue, the writer registration, the producer's pause)."""
-
-    #: The log context :mod:`lapps.reactor` dispatches this transport's events under.
-    log_context = None
+class EagerWrites:
+    """Mixed into a Twisted TCP transport (before it in the bases): sends
+    at once what is written while nothing is queued, instead of on the
+    reactor's next turn; the rest is Twisted's (the queue, the writer
+    registration, the producer's pause)."""
 
     def write(self, data):
         if (self.dataBuffer or self._tempDataBuffer or not self.connected or self.disconnecting
@@ -267,6 +294,13 @@ class EagerServer(tcp.Server):
         if sent < len(data):
             super().write(data[sent:] if sent else data)
         return None
+
+
+class EagerServer(EagerWrites, tcp.Server):
+    """The listener's TCP transport, with :class:`EagerWrites`."""
+
+    #: The log context :mod:`lapps.reactor` dispatches this transport's events under.
+    log_context = None
 
 
 class CoalescingClock:

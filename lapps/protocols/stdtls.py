@@ -1,5 +1,6 @@
-"""Server-side TLS on the standard library's ``ssl`` (an ``SSLObject`` over
-two ``MemoryBIO``\\ s), for the listener with ``fast_path``.
+"""TLS on the standard library's ``ssl`` (an ``SSLObject`` over two
+``MemoryBIO``\\ s), for the listener with ``fast_path`` and for ``cws``'s
+``wss`` connections (the client side starts the handshake on connecting).
 
 Twisted's :class:`~twisted.protocols.tls.TLSMemoryBIOProtocol` drives
 pyOpenSSL, whose calls go through cffi and report "nothing more" by raising
@@ -36,7 +37,8 @@ reason (``ssl.SSLError``; metrics count it as ``tls_failed``), while an
 end without close_notify is ``ConnectionLost``. A producer is registered
 with the TCP transport itself, so its pause and resume come from there.
 ``getHandle()`` is the ``SSLObject`` (``version()`` names the protocol).
-The TLS settings come from :func:`lapps.tls.server_context`.
+The TLS settings come from :func:`lapps.tls.server_context`, or the
+client's from :class:`lapps.tls.ClientTLS` (``ssl`` checks the name).
 """
 
 from ssl import MemoryBIO, SSLEOFError, SSLError, SSLWantReadError, SSLZeroReturnError
@@ -61,8 +63,8 @@ def _record_end(data, left):
 
 
 class StdTLS(ProtocolWrapper):
-    """A server TLS connection over the stdlib's ``SSLObject`` (see the
-    module docstring); the transport of the protocol it wraps."""
+    """A TLS connection over the stdlib's ``SSLObject`` (see the module
+    docstring); the transport of the protocol it wraps."""
 
     _handshake_done = False
     #: The TLS session is over (close_notify, an error, or the TCP connection gone).
@@ -77,10 +79,14 @@ class StdTLS(ProtocolWrapper):
 
     def makeConnection(self, transport):
         self._incoming, self._outgoing = MemoryBIO(), MemoryBIO()
+        hostname = self.factory.hostname
         self._tls = self.factory.context().wrap_bio(self._incoming, self._outgoing,
-                                                    server_side=True)
+                                                    server_side=hostname is None,
+                                                    server_hostname=hostname)
         self._gathered, self._gathered_size = [], 0
         ProtocolWrapper.makeConnection(self, transport)
+        if hostname is not None:  # the client speaks first
+            self._handshake()
 
     def getHandle(self):
         return self._tls
@@ -274,16 +280,18 @@ class StdTLSFactory(WrappingFactory):
     """Wraps the listener's protocols in :class:`StdTLS`; the same
     arguments as Twisted's ``TLSMemoryBIOFactory``. ``tls`` is the server's
     :class:`lapps.tls.ServerTLS`: each connection takes its current
-    ``context``, so a reload's certificate reaches new connections."""
+    ``context``, so a reload's certificate reaches new connections. A
+    client (``is_client``) names the ``hostname`` it connects to, and
+    ``tls`` is its :class:`lapps.tls.ClientTLS`."""
 
     protocol = StdTLS
     noisy = False
 
-    def __init__(self, tls, is_client, wrapped_factory, clock=None):
-        if is_client:
-            raise ValueError("StdTLS is server-side only")
+    def __init__(self, tls, is_client, wrapped_factory, clock=None, hostname=None):
+        if is_client == (hostname is None):
+            raise ValueError("a client names the host it connects to; a server none")
         super().__init__(wrapped_factory)
-        self.tls = tls
+        self.tls, self.hostname = tls, hostname
         if clock is None:  # imported late: importing this module installs no reactor
             from twisted.internet import reactor as clock
         self.clock = clock

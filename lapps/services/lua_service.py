@@ -3,7 +3,7 @@ instances only once every service it ``depends`` on is ready (its
 instances have run ``onStart`` or ``init``)."""
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -17,9 +17,10 @@ class ServerParts:
     connections: dict      # open handler id -> server protocol
     broadcasts: Any        # the bcast channels
     reactor: Any
-    client_tls: Callable   # host -> TLS connection creator for cws wss://
+    client_tls: Any        # cws wss:// (lapps.tls.ClientTLS)
     pam_auth: Any = None   # the pam_auth service (lapps.services.pam_auth.PamAuth)
     mqr: Any = None        # the named message queues (lapps.bus)
+    fast_path: bool = True  # the server key: cws connections take the fast path too
 
 
 class LuaService(Service):
