@@ -21,7 +21,7 @@ from lapps import admin, bus, config as configuration, tls
 from lapps.bus import BusUnavailable
 from lapps.deadline import within
 from lapps.lua.runtime import LuaStartError
-from lapps.protocols.fastpath import CoalescingClock, EagerTCPServerEndpoint
+from lapps.protocols.fastpath import LISTEN_BACKLOG, CoalescingClock, EagerTCPServerEndpoint
 from lapps.protocols.server import LAppSServerFactory
 from lapps.protocols.stdtls import StdTLSFactory
 from lapps.reload import Reloaded, plan_services, server_changes
@@ -107,8 +107,8 @@ def _endpoint(server, reactor):
     if server["fast_path"]:
         return EagerTCPServerEndpoint(reactor, port, interface=ip)
     if ":" in ip:
-        return endpoints.TCP6ServerEndpoint(reactor, port, interface=ip)
-    return endpoints.TCP4ServerEndpoint(reactor, port, interface=ip)
+        return endpoints.TCP6ServerEndpoint(reactor, port, LISTEN_BACKLOG, interface=ip)
+    return endpoints.TCP4ServerEndpoint(reactor, port, LISTEN_BACKLOG, interface=ip)
 
 
 def _stop_in_dependency_order(services, stop, unstopped):

@@ -9,6 +9,7 @@ backpressure and write order over real sockets while writes go out at once."""
 
 import asyncio
 import json
+import subprocess
 from unittest import mock
 
 import pytest
@@ -446,3 +447,14 @@ def _server(json_server, tmp_path, scheme, services):
         return json_server(services, {"fast_path": True}), None
     pki = PKI(tmp_path)
     return json_server(services, pki.server(fast_path=True)), trusting(pki.ca)
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "no_fast_path"])
+def test_the_listen_queue_is_nginxs_not_twisteds(start_server, fast_path):
+    """A burst of connections (LAppS's demo opens 3,200 from its own cws
+    clients) waits in the listen queue rather than being dropped: 511, as
+    nginx, not Twisted's 50. (``ss`` shows a listener's queue as Send-Q.)"""
+    server = start_server({"echo": reactive("/echo")}, server={"fast_path": fast_path})
+    listening = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True,
+                               text=True, check=True).stdout.split()
+    assert listening[0] == "LISTEN" and listening[2] == "511"

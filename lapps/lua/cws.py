@@ -4,11 +4,15 @@ The connections are Autobahn client protocols on the reactor; a service
 reaches them only through ``callFromThread`` (to connect, send and close) and
 a queue of events (open, message, error, close) that ``cws:eventLoop()``
 drains, so callbacks run only inside ``eventLoop``, in the service's own
-thread. As in LAppS, ``cws:new`` waits for the TCP connection only (a
-standalone instance blocks its thread, a reactive one suspends its
-coroutine); the TLS handshake and the upgrade go on while the service runs,
-and end in ``onopen`` or ``onerror``. What is sent before ``onopen`` goes
-once the connection is open.
+thread. As in LAppS, ``cws:new`` waits for the TCP connection only; the
+TLS handshake and the upgrade go on while the service runs, and end in
+``onopen`` or ``onerror``. A standalone instance connects to an IP literal
+(or ``localhost``) in its own thread, a blocking ``connect`` as LAppS's, and
+the reactor adopts the socket, so creating connections does not wait for
+the reactor's turns; otherwise the reactor connects (names are looked up
+there) while the instance blocks its thread, or a reactive one suspends
+its coroutine. What is sent before ``onopen`` goes once the connection is
+open.
 
 ``cws:send`` never buffers without bound: once :data:`MAX_SEND_BUFFER` bytes
 wait to go out on a connection (the instance's sends not yet taken by the
@@ -21,6 +25,7 @@ waits, a message of any size goes.
 import collections
 import itertools
 import queue
+import socket
 import ssl
 import struct
 from urllib.parse import urlsplit
@@ -33,10 +38,11 @@ from OpenSSL import SSL
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadable import isInIOThread
 
 from lapps.protocols.backpressure import OutboundCap
-from lapps.protocols.clientpath import FastClient, connecting
+from lapps.protocols.clientpath import FastClient, adopt, connecting
 from lapps.protocols.fastpath import CoalescingClock
 from lapps.protocols.stdtls import StdTLSFactory
 
@@ -129,6 +135,7 @@ class _Protocol(FastClient, OutboundCap, WebSocketClientProtocol):
 
     def connectionMade(self):
         self.held, self.outbound_backlog = [], 0
+        self.factory.pool.protocols[self.factory.handler] = self
         super().connectionMade()
 
     def connectionLost(self, reason):
@@ -174,11 +181,18 @@ def _handshake_failure(protocol, reason):
     return f"Communication error on {stage} ({why})".encode()
 
 
-def _endpoint(reactor, host, port):
-    """An IP literal, or ``localhost`` (IPv4 loopback), needs no lookup (and
-    gets transports that write at once)."""
+def _literal(host):
+    """The address of an IP literal or ``localhost`` (IPv4 loopback): no
+    lookup needed; else None."""
     if host == "localhost":
-        host = "127.0.0.1"
+        return "127.0.0.1"
+    return host if isIPAddress(host) or isIPv6Address(host) else None
+
+
+def _endpoint(reactor, host, port):
+    """An IP literal or ``localhost`` needs no lookup (and gets transports
+    that write at once)."""
+    host = _literal(host) or host
     if isIPAddress(host):
         return endpoints.TCP4ClientEndpoint(connecting(reactor), host, port,
                                             timeout=CONNECT_TIMEOUT)
@@ -203,6 +217,7 @@ class Pool:
         self.flushing = False
         self.protocols = {}     # handler -> protocol, once connected
         self.open = set()       # handlers a send may use (read from the Lua thread)
+        self.connected_here = set()  # handlers this thread connected: nothing to wait for
 
     # Called from Lua (its own thread, or the reactor thread for reactive services).
 
@@ -217,14 +232,33 @@ class Pool:
         if not parts.hostname:
             return None, b"Invalid URI: no host"
         handler = next(_ids)
+        port = port or (443 if parts.scheme == "wss" else 80)
+        address = _literal(parts.hostname)
+        if self.may_block and address is not None:
+            return self._connect_here(handler, parts.scheme, parts.hostname, address, port,
+                                      parts.geturl())
         self.pending[handler] = self.connecting[handler] = Deferred()
-        self._on_reactor(self._connect, handler, parts.scheme, parts.hostname,
-                         port or (443 if parts.scheme == "wss" else 80),
+        self._on_reactor(self._connect, handler, parts.scheme, parts.hostname, port,
                          parts.geturl())
+        return handler
+
+    def _connect_here(self, handler, scheme, host, address, port, url):
+        """The TCP connect in this (the instance's) thread; the reactor adopts it."""
+        try:
+            sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT)
+        except OSError as e:
+            return None, f"Can't create socket: {type(e).__name__}: {e}".encode()
+        sock.setblocking(False)
+        self.open.add(handler)
+        self.connected_here.add(handler)
+        self._on_reactor(self._adopt, handler, sock, scheme, host, url)
         return handler
 
     def wait(self, handler):
         """Block this (non-reactor) thread until the TCP connect ends."""
+        if handler in self.connected_here:
+            self.connected_here.discard(handler)
+            return True, None
         done = queue.SimpleQueue()
         self._on_reactor(lambda: self.pending.pop(handler).addBoth(done.put))
         try:
@@ -246,10 +280,10 @@ class Pool:
     def send(self, handler, data, opcode):
         """Queue the message; one reactor wake-up carries every message queued
         until the reactor gets to it (a benchmark loop sends hundreds)."""
-        protocol = self.protocols.get(handler)
-        if protocol is None or handler not in self.open:
+        if handler not in self.open:
             return False, b"Communication error: the connection is closed"
-        waiting = self.queued - self.flushed + protocol.outbound_backlog
+        protocol = self.protocols.get(handler)  # (None until the reactor adopts it)
+        waiting = self.queued - self.flushed + (protocol.outbound_backlog if protocol else 0)
         if waiting and waiting + len(data) > MAX_SEND_BUFFER:
             return False, b"send buffer full: the server is not taking what was sent"
         self.queued += len(data)
@@ -271,7 +305,7 @@ class Pool:
         else:
             self.reactor.callFromThread(f, *args)
 
-    def _connect(self, handler, scheme, host, port, url):
+    def _factory(self, handler, url):
         factory = WebSocketClientFactory(url)
         factory.noisy = False
         factory.fast_path = self.fast_path
@@ -280,21 +314,36 @@ class Pool:
         factory.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE,
                                    maxFramePayloadSize=MAX_MESSAGE,
                                    openHandshakeTimeout=CONNECT_TIMEOUT)
+        return factory
+
+    def _tls(self, factory, host):
+        """``factory`` behind the client TLS layer for ``host``."""
+        if self.fast_path:
+            return StdTLSFactory(self.client_tls, True, factory, self.tls_clock, hostname=host)
+        return TLSMemoryBIOFactory(self.client_tls.creator(host), True, factory)
+
+    def _adopt(self, handler, sock, scheme, host, url):
+        try:
+            if handler in self.open:  # (not closed by the service meanwhile)
+                factory = self._factory(handler, url)
+                adopt(self.reactor, sock.fileno(), sock.family,
+                      self._tls(factory, host) if scheme == "wss" else factory)
+        finally:
+            sock.close()  # the transport has its own copy
+
+    def _connect(self, handler, scheme, host, port, url):
+        factory = self._factory(handler, url)
         endpoint = _endpoint(self.reactor, host, port)
-        if scheme == "wss" and self.fast_path:
-            connected = endpoint.connect(StdTLSFactory(
-                self.client_tls, True, factory, self.tls_clock, hostname=host))
-            connected.addCallback(lambda tls: tls.wrappedProtocol)
-        else:
-            if scheme == "wss":
-                endpoint = endpoints.wrapClientTLS(self.client_tls.creator(host), endpoint)
-            connected = endpoint.connect(factory)
+        connected = endpoint.connect(self._tls(factory, host) if scheme == "wss" else factory)
         connected.addCallbacks(self._connected, self._refused,
                                callbackArgs=(handler,), errbackArgs=(handler,))
 
-    def _connected(self, protocol, handler):
+    def _connected(self, _, handler):
+        protocol = self.protocols.get(handler)  # (set by its connectionMade)
+        if protocol is None:  # lost already: closed() had nothing to report to
+            self._settle(handler, False, b"Can't create socket: closed")
+            return
         # Usable before the wait ends: a reactive service resumes inside _settle.
-        self.protocols[handler] = protocol
         self.open.add(handler)
         if not self._settle(handler, True):  # the service gave up waiting
             self.open.discard(handler)

@@ -11,10 +11,11 @@ server side (a masked server frame, say, which Autobahn then fails).
 :func:`connecting` gives the ``cws`` endpoints a reactor whose
 ``connectTCP`` makes :class:`EagerClient` transports, which write at once
 what is written while nothing is queued. Twisted has no public way to
-choose a client's transport class: the one place that reaches in is
-:class:`EagerConnector` (``tcp.Connector._makeTransport``), and where that
-method or a POSIX reactor is missing the endpoints get the reactor itself,
-with Twisted's own transports.
+choose a client's transport class: the places that reach in are
+:class:`EagerConnector` (``tcp.Connector._makeTransport``) and
+:func:`adopt` (``tcp.Server._fromConnectedSocket``, what
+``adoptStreamConnection`` runs), and where those methods or a POSIX reactor
+are missing they use the reactor's own, with Twisted's transports.
 """
 
 import os
@@ -104,6 +105,18 @@ class _EagerConnecting:
         connector = EagerConnector(host, port, factory, timeout, bindAddress, self.reactor)
         connector.connect()
         return connector
+
+
+def adopt(reactor, fileno, family, factory):
+    """Give ``reactor`` a connected, non-blocking socket (it takes a copy),
+    as ``adoptStreamConnection`` does, with a transport that writes at
+    once (:class:`~lapps.protocols.fastpath.EagerServer`: Twisted's adopted
+    connections are its ``Server`` transports) where Twisted allows it."""
+    if isinstance(reactor, posixbase.PosixReactorBase) and callable(
+            getattr(tcp.Server, "_fromConnectedSocket", None)):
+        fastpath.EagerServer._fromConnectedSocket(fileno, family, factory, reactor)
+    else:
+        reactor.adoptStreamConnection(fileno, family, factory)
 
 
 def connecting(reactor):

@@ -86,6 +86,9 @@ _CONNECTING = WebSocketProtocol.STATE_CONNECTING
 _PROXY_CONNECTING = WebSocketProtocol.STATE_PROXY_CONNECTING
 _TEXT, _BINARY = 0x81, 0x82  # first header octet: FIN, no RSV, opcode 1 or 2
 _NO_LIMIT = 1 << 63
+#: The listen queue: nginx's default on Linux (Twisted's is 50), so that a
+#: burst of connections (LAppS's demo opens 3,200 at once) is not dropped.
+LISTEN_BACKLOG = 511
 
 #: The headers of unmasked server frames of 0-125 octets, by length.
 _SHORT_TEXT = [bytes((_TEXT, n)) for n in range(126)]
@@ -369,7 +372,8 @@ class EagerTCPServerEndpoint:
     interface's address family), with :class:`EagerServer` transports; or
     with the ports of ``port_class`` (a ``tcp.Port``: a worker's, say)."""
 
-    def __init__(self, reactor, port, interface="", backlog=50, port_class=EagerPort):
+    def __init__(self, reactor, port, interface="", backlog=None, port_class=EagerPort):
+        backlog = LISTEN_BACKLOG if backlog is None else backlog
         self.reactor, self.port, self.interface, self.backlog = reactor, port, interface, backlog
         self.port_class = port_class
 

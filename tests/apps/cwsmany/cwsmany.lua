@@ -58,6 +58,7 @@ end
 
 function cwsmany.run()
   nap:new():sleep(1)
+  local began = time.now()
   connect_all()
   print("Sockets connected: " .. #sockets)
   started = time.now()
@@ -66,6 +67,7 @@ function cwsmany.run()
     poll()
     if not reported and opened + failed == #sockets then
       print("cwsmany: open " .. opened .. " failed " .. failed .. " outside eventLoop " .. outside)
+      print("cwsmany: all settled " .. (time.now() - began) .. " ms after the first cws:new")
       reported = true
     end
     local now = time.now()
