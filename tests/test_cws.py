@@ -3,6 +3,7 @@
 import asyncio
 import signal
 import socket
+import struct
 import threading
 
 import pytest
@@ -238,3 +239,24 @@ def test_the_lapps_benchmark_pattern_connects_every_socket_then_measures(start_s
     assert client.stop() == -signal.SIGTERM  # twistd exits by the signal it got
     assert client.count("Unhandled Error|Traceback") == 0
     assert client.count("is failed for socketfd|Connection is closed") == 0
+
+
+def test_a_connection_reset_before_the_reactor_adopts_it_is_an_onerror():
+    """A standalone instance connects in its own thread; if the server
+    resets the connection before the reactor takes it over, the service
+    hears of it in onerror, and nothing raises on the reactor."""
+    from twisted.internet.selectreactor import SelectReactor
+    from lapps.lua.cws import Pool
+    reactor = SelectReactor()
+    pool = Pool(reactor, None, {}, may_block=True)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        handler = pool.start(f"ws://127.0.0.1:{listener.getsockname()[1]}/echo".encode())
+        accepted, _ = listener.accept()
+        accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        accepted.close()  # a reset
+        reactor.runUntilCurrent()  # the adoption the start scheduled
+    assert pool.wait(handler) == (True, None)
+    assert pool.next_event(False) == (b"error", handler,
+                                      b"Communication error, socket closed by peer", None)
+    assert pool.send(handler, b"late", 2) == (False,
+                                              b"Communication error: the connection is closed")

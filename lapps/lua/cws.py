@@ -328,6 +328,10 @@ class Pool:
                 factory = self._factory(handler, url)
                 adopt(self.reactor, sock.fileno(), sock.family,
                       self._tls(factory, host) if scheme == "wss" else factory)
+        except OSError:  # the server reset it since the connect
+            self.open.discard(handler)
+            self.events.put((b"error", handler, b"Communication error, socket closed by peer",
+                             None))
         finally:
             sock.close()  # the transport has its own copy
 
