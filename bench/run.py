@@ -695,7 +695,8 @@ def main(argv=None):
             if s.venv and not versions.get(s.venv):
                 notes.append(f"{s.key}: left out ({s.venv} is not installed in bench/.venv)")
             elif s.nginx and nginx_peer.install(SHARED):
-                notes.append(f"{s.key}: left out (missing {', '.join(nginx_peer.missing(SHARED))})")
+                missing = ", ".join(nginx_peer.missing(SHARED))
+                notes.append(f"{s.key}: left out (missing {missing})")
             elif s.kind == "lua" and lua_benchmark_missing("wss" if s.tls else "ws"):
                 missing = lua_benchmark_missing("wss" if s.tls else "ws")
                 notes.append(f"{s.key}: skipped, the Lua benchmark is not there yet "

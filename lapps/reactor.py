@@ -15,10 +15,11 @@ whose ``logPrefix`` is fixed when it is made, and the ``cws`` clients'
 connecting), pushes a context built once per transport instead: the same
 ``system`` value, the same base context, the same catching and logging of
 what escapes the dispatch. Every other selectable (listening ports, Redis
-clients, the waker) goes through ``callWithLogger`` as before. So log events do not change at all:
-``lapps.*`` events never read this context (their ``log_system`` comes
-from their namespace), and legacy lines made during a lapps connection's
-event still carry that connection's ``system``.
+clients, the waker) goes through ``callWithLogger`` as before. So log
+events do not change at all: ``lapps.*`` events never read this context
+(their ``log_system`` comes from their namespace), and legacy lines made
+during a lapps connection's event still carry that connection's
+``system``.
 
 It is contained: it changes nothing unless asked (``twistd lapps`` asks when
 the server key ``fast_path`` is on; an embedding application may call

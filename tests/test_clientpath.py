@@ -138,3 +138,28 @@ def test_the_eager_connector_makes_eager_client_transports():
     transport.logstr = "ClientProbe,client"
     assert transport.log_context is None
     connector.stopConnecting()
+
+
+def test_without_the_fast_path_cws_gets_twisteds_own_transports():
+    """``fast_path: false`` is Twisted's and Autobahn's alone, for cws too:
+    connections made by the reactor, and sockets it adopts."""
+    import socket
+    from twisted.internet import tcp
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.selectreactor import SelectReactor
+    from lapps.protocols.clientpath import adopt
+    from lapps.protocols.fastpath import EagerServer
+    reactor = SelectReactor()
+    assert connecting(reactor, eager=False) is reactor
+    made = []
+
+    class Recorder(Protocol):
+        def connectionMade(self):
+            made.append(type(self.transport))
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        for eager in (True, False):
+            with socket.create_connection(listener.getsockname()) as sock:
+                sock.setblocking(False)
+                adopt(reactor, sock.fileno(), sock.family, Factory.forProtocol(Recorder), eager)
+    assert made == [EagerServer, tcp.Server]

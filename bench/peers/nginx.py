@@ -17,8 +17,8 @@ PACKAGES = ["nginx", "libnginx-mod-http-lua"]
 def missing(shared):
     """What stops the peer from running, as text (empty when nothing)."""
     library = Path(shared) / "peers" / "lua-resty-websocket" / "lib"
-    wanted = [("nginx", shutil.which("nginx")),
-              (str(MODULES / "ngx_http_lua_module.so"), (MODULES / "ngx_http_lua_module.so").exists()),
+    module = MODULES / "ngx_http_lua_module.so"
+    wanted = [("nginx", shutil.which("nginx")), (str(module), module.exists()),
               (str(library), library.is_dir())]
     return [name for name, present in wanted if not present]
 
@@ -26,8 +26,8 @@ def missing(shared):
 def install(shared):
     """Install nginx and its Lua module with apt-get when they are missing
     and we are root; the list of what is still missing."""
-    debian = not shutil.which("nginx") or not (MODULES / "ngx_http_lua_module.so").exists()
-    if debian and os.geteuid() == 0:
+    from_debian = {"nginx", str(MODULES / "ngx_http_lua_module.so")}
+    if from_debian & set(missing(shared)) and os.geteuid() == 0:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update"], stdout=subprocess.DEVNULL, env=env)
         subprocess.run(["apt-get", "install", "-y", *PACKAGES], stdout=subprocess.DEVNULL, env=env)

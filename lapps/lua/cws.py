@@ -30,12 +30,11 @@ import ssl
 import struct
 from urllib.parse import urlsplit
 
-from twisted.internet.abstract import isIPAddress, isIPv6Address
-
 import service_identity
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from OpenSSL import SSL
 from twisted.internet import endpoints
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -189,15 +188,15 @@ def _literal(host):
     return host if isIPAddress(host) or isIPv6Address(host) else None
 
 
-def _endpoint(reactor, host, port):
-    """An IP literal or ``localhost`` needs no lookup (and gets transports
-    that write at once)."""
+def _endpoint(reactor, host, port, eager):
+    """An IP literal or ``localhost`` needs no lookup (and, ``eager``, gets
+    transports that write at once)."""
     host = _literal(host) or host
     if isIPAddress(host):
-        return endpoints.TCP4ClientEndpoint(connecting(reactor), host, port,
+        return endpoints.TCP4ClientEndpoint(connecting(reactor, eager), host, port,
                                             timeout=CONNECT_TIMEOUT)
     if isIPv6Address(host):
-        return endpoints.TCP6ClientEndpoint(connecting(reactor), host, port,
+        return endpoints.TCP6ClientEndpoint(connecting(reactor, eager), host, port,
                                             timeout=CONNECT_TIMEOUT)
     return endpoints.HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
 
@@ -327,7 +326,7 @@ class Pool:
             if handler in self.open:  # (not closed by the service meanwhile)
                 factory = self._factory(handler, url)
                 adopt(self.reactor, sock.fileno(), sock.family,
-                      self._tls(factory, host) if scheme == "wss" else factory)
+                      self._tls(factory, host) if scheme == "wss" else factory, self.fast_path)
         except OSError:  # the server reset it since the connect
             self.open.discard(handler)
             self.events.put((b"error", handler, b"Communication error, socket closed by peer",
@@ -337,7 +336,7 @@ class Pool:
 
     def _connect(self, handler, scheme, host, port, url):
         factory = self._factory(handler, url)
-        endpoint = _endpoint(self.reactor, host, port)
+        endpoint = _endpoint(self.reactor, host, port, self.fast_path)
         connected = endpoint.connect(self._tls(factory, host) if scheme == "wss" else factory)
         connected.addCallbacks(self._connected, self._refused,
                                callbackArgs=(handler,), errbackArgs=(handler,))

@@ -53,8 +53,9 @@ class FastClient(FastPath):
         b0, n = data[pos], data[pos + 1]
         if (b0 != _BINARY and b0 != _TEXT) or n >= 0x80:
             return None  # a masked server frame, say: Autobahn's, which fails it
-        start = pos + 2 if n < 126 else None
-        if start is None:
+        if n < 126:
+            start = pos + 2
+        else:
             start, n = payload_bounds(data, pos, size, n, 0)
         end = start + n
         return (end, data[start:end], b0) if end <= size and n <= self._in_limit else None
@@ -107,22 +108,28 @@ class _EagerConnecting:
         return connector
 
 
-def adopt(reactor, fileno, family, factory):
+def _posix(reactor, cls, method):
+    """Whether ``reactor`` is a POSIX one and Twisted's ``cls`` has ``method``."""
+    return isinstance(reactor, posixbase.PosixReactorBase) and callable(
+        getattr(cls, method, None))
+
+
+def adopt(reactor, fileno, family, factory, eager=True):
     """Give ``reactor`` a connected, non-blocking socket (it takes a copy),
-    as ``adoptStreamConnection`` does, with a transport that writes at
-    once (:class:`~lapps.protocols.fastpath.EagerServer`: Twisted's adopted
-    connections are its ``Server`` transports) where Twisted allows it."""
-    if isinstance(reactor, posixbase.PosixReactorBase) and callable(
-            getattr(tcp.Server, "_fromConnectedSocket", None)):
+    as ``adoptStreamConnection`` does; with ``eager``, on a transport that
+    writes at once (:class:`~lapps.protocols.fastpath.EagerServer`:
+    Twisted's adopted connections are its ``Server`` transports) where
+    Twisted allows it."""
+    if eager and _posix(reactor, tcp.Server, "_fromConnectedSocket"):
         fastpath.EagerServer._fromConnectedSocket(fileno, family, factory, reactor)
     else:
         reactor.adoptStreamConnection(fileno, family, factory)
 
 
-def connecting(reactor):
-    """The reactor to give a TCP client endpoint: one that makes
-    :class:`EagerClient` transports where Twisted allows it, else ``reactor``."""
-    if isinstance(reactor, posixbase.PosixReactorBase) and callable(
-            getattr(tcp.Connector, "_makeTransport", None)):
+def connecting(reactor, eager=True):
+    """The reactor to give a TCP client endpoint: with ``eager``, one that
+    makes :class:`EagerClient` transports where Twisted allows it, else
+    ``reactor``."""
+    if eager and _posix(reactor, tcp.Connector, "_makeTransport"):
         return _EagerConnecting(reactor)
     return reactor

@@ -5,9 +5,9 @@ once, and open new ones at ``peer_connection_rate`` per second after a
 burst of ``peer_connection_burst``: a token bucket, kept as the time at
 which the peer's bucket is full again (the GCRA form: one number per peer,
 no timers). Peers in ``peer_exempt`` (by default the host's own loopback
-addresses) are not counted. A connection over a limit gets no protocol, so Twisted closes
-its socket at once, before a byte is read or any TLS work is done, exactly
-as for the global ACL (:class:`lapps.services.acl.GuardedFactory`, whose
+addresses) are not counted. A connection over a limit gets no protocol, so
+Twisted closes its socket at once, before a byte is read or any TLS work
+is done, exactly as for the global ACL (:class:`lapps.services.acl.GuardedFactory`, whose
 judge runs first). Nothing else is stopped.
 
 Refusals are logged as ``limit.peer`` at the 1st, 2nd, 4th, 8th, ...
