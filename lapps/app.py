@@ -17,7 +17,7 @@ from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, inlineCallbacks, succeed
 from twisted.logger import Logger
 
-from lapps import admin, bus, config as configuration, tls
+from lapps import admin, bus, config as configuration, metrics, tls
 from lapps.bus import BusUnavailable
 from lapps.deadline import within
 from lapps.lua.runtime import LuaStartError
@@ -33,6 +33,7 @@ from lapps.services.pam_auth import PamAuth
 from lapps.services.peer_limits import PeerLimits
 from lapps.services.reactive import ReactiveService
 from lapps.services.standalone import StandaloneService
+from lapps.watchdog import Watchdog
 
 log = Logger(namespace="lapps")
 
@@ -200,6 +201,7 @@ class LAppSService(MultiService):
             self.listener.tls_clock = CoalescingClock(reactor)
             self.listener.tls_factory = StdTLSFactory
         self.listener.setServiceParent(self)
+        self.watchdog = Watchdog(server["limits"]["stall_timeout"], server["shutdown_timeout"])
         self._configure_new_connections(cfg)
         self._reloading = DeferredLock()
         self._retiring = succeed(None)  # the services a reload replaced, stopping
@@ -230,11 +232,14 @@ class LAppSService(MultiService):
         self.factory.setProtocolOptions(autoFragmentSize=1392 if workers["auto_fragment"] else 0)
         self.factory.apply_limits(cfg.server["limits"])
         self.listener.peer_limits.configure(cfg.server["limits"])
+        self.watchdog.configure(cfg.server["limits"]["stall_timeout"],
+                                cfg.server["shutdown_timeout"])
 
     # Life.
 
     def startService(self):
         super().startService()
+        self.watchdog.start()
         for service in self.lua_services:
             service.startService()
         self.reactor.callWhenRunning(self._log_when_ready)
@@ -277,7 +282,7 @@ class LAppSService(MultiService):
         unstopped = {s.name for s in self.lua_services}
         stopping = self._stop_all(timeout / 2, unstopped)
         return within(stopping, timeout, self.reactor).addCallback(
-            self._stopped, timeout, unstopped)
+            self._stopped, timeout, unstopped).addBoth(self.watchdog.stop)
 
     @inlineCallbacks
     def _stop_all(self, drain_timeout, unstopped):
@@ -343,12 +348,18 @@ class LAppSService(MultiService):
             for line in e.lines:
                 log.error("reload failed, the running configuration stays: {line}",
                           lapps_event="config.reload_failed", line=line)
+            self._count_reload("failed")
             raise
         retired, result = self._switch(cfg, *change)
+        self._count_reload("ok")
         self._retiring = _stop_in_dependency_order(
             retired, lambda s: self._retire(s, s.name in result.restarted), set())
         yield self._retiring
         return result
+
+    def _count_reload(self, result):
+        if self.worker is None:  # a worker's supervisor counts the reloads it orders
+            metrics.config_reloads.labels(result).inc()
 
     def _prepare(self, cfg):
         """Everything that can fail, done before anything changes."""

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from lapps import acl as network_acl, origin, tls
+from lapps import acl as network_acl, config_json, origin, tls
 from lapps.bus.redis import address as bus_address
 from lapps.lua.modules import PRELOAD
 from lapps.schema import Anything, Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
@@ -76,6 +76,9 @@ LIMITS = Object({
                                    expect="a number of connections per second > 0"),
     "peer_connection_burst": Scalar(int, 500, minimum=1),
     # The host itself (a benchmark such as LAppS's demo, a local proxy) is not a peer to limit.
+    # a Lua call holding the reactor this long past its handler_timeout is stuck in C:
+    # the process exits (lapps.watchdog) to be restarted; 0 turns the check off
+    "stall_timeout": Scalar(float, 5.0, minimum=0),
     "peer_exempt": Array(Scalar(str, test=_parses(network_acl.parse_entry),
                                 expect="an IP address or CIDR network"), ["127.0.0.0/8", "::1"]),
 })
@@ -240,13 +243,17 @@ class Config:
 def _read_json(path: str, problems: Problems):
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read())
+            data, unusable = config_json.loads(f.read())
     except FileNotFoundError:
         problems.add(path, "", "no such file")
     except json.JSONDecodeError as e:
         problems.add(path, "", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
     except (OSError, UnicodeDecodeError) as e:
         problems.add(path, "", f"cannot read: {e}")
+    else:
+        for where, message in unusable:
+            problems.add(path, where, message)
+        return data
     return None
 
 

@@ -8,6 +8,7 @@ product: one short line per problem, in the operator's terms
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -87,8 +88,8 @@ class Scalar(Node):
     def _type_ok(self, value) -> bool:
         if isinstance(value, bool):
             return self.kind is bool
-        if self.kind is float:
-            return isinstance(value, (int, float))
+        if self.kind is float:  # NaN and infinity only come from Python (embedding)
+            return isinstance(value, int) or isinstance(value, float) and math.isfinite(value)
         return isinstance(value, self.kind)
 
     def check(self, value, where, source, problems):

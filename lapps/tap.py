@@ -92,7 +92,9 @@ def makeService(options):
         lapps_reactor.install(options.service.reactor)
     top = MultiService()
     served = options.service  # a single process has its admin listener inside
-    if not isinstance(served, LAppSService):  # a supervisor: around it
+    if isinstance(served, LAppSService):  # its watchdog sees SIGTERM even with Lua stuck in C
+        served.reactor.callWhenRunning(served.watchdog.watch_stop_signals)
+    else:  # a supervisor: around it
         served = admin.for_supervisor(served)
     served.setServiceParent(top)
     ReloadOnHangup(options.service).setServiceParent(top)

@@ -112,6 +112,13 @@ def assert_no_traceback(process):
 
 # --- the table of bad configs ---------------------------------------------
 
+def raw_config(server, echo):
+    """A one-file config as text: ``server`` and ``echo`` are the insides of
+    the server object and of the echo service's descriptor."""
+    return ('{"server": {"ip": "127.0.0.1", ' + server + '}, "directories": {"applications": '
+            '"apps"}, "services": {"echo": {' + echo + "}}}")
+
+
 E = "lapps.json"  # every case is checked as ``lapps check lapps.json`` from its folder
 
 MULTI_ERROR = {
@@ -298,6 +305,36 @@ BAD = [
     pytest.param(services_file(), {"ws.json": '{"port": 1,'}, ("echo",),
                  ["ws.json: /: invalid JSON at line 1 column 12: Expecting property name "
                   "enclosed in double quotes"], id="ws-json-invalid-json"),
+    # what Python's json lets through, or fails on with a traceback (config_json)
+    pytest.param(raw_config('"port": 0, "port": 5083', '"request_target": "/echo", "instances": '
+                            '2, "instances": 3'), None, ("echo",),
+                 [f"{E}: /server/port: key given more than once (one value per key)",
+                  f"{E}: /services/echo/instances: key given more than once (one value per key)"],
+                 id="duplicate-keys"),
+    pytest.param(raw_config('"shutdown_timeout": Infinity, "limits": {"handshake_timeout": NaN}',
+                            '"request_target": "/echo", "ping_interval": -Infinity, '
+                            '"handler_timeout": 1e999'), None, ("echo",),
+                 [f"{E}: /server/shutdown_timeout: Infinity is not a JSON number",
+                  f"{E}: /server/limits/handshake_timeout: NaN is not a JSON number",
+                  f"{E}: /services/echo/ping_interval: -Infinity is not a JSON number",
+                  f"{E}: /services/echo/handler_timeout: 1e999 is too big for a number"],
+                 id="nan-infinity-and-overflow"),
+    pytest.param(raw_config('"port": ' + "9" * 5000, '"request_target": "/echo"'), None, ("echo",),
+                 [f"{E}: /server/port: an integer of 5000 digits is not a usable number"],
+                 id="integer-past-pythons-digit-limit"),
+    pytest.param(raw_config('"port": 0', '"request_target": "/echo", "settings": {"deep": '
+                            + "[" * 100_000 + "]" * 100_000 + "}"), None, ("echo",),
+                 [f"{E}: /services/echo/settings/deep" + "/0" * 60
+                  + ": nested more than 64 levels deep"], id="nested-100000-deep"),
+    # a service module that does not load: one line, luajit's file:line: message
+    pytest.param(one_file({"echo": service("/echo")}),
+                 {"apps/echo/echo.lua": "local echo = {}\nreturn echo,,\n"}, (),
+                 [f"{E}: /services/echo: {{dir}}/apps/echo/echo.lua:2: unexpected symbol near ','"],
+                 id="lua-syntax-error"),
+    pytest.param(one_file({"echo": service("/echo")}),
+                 {"apps/echo/echo.lua": "local n = nil\nreturn n.field\n"}, (),
+                 [f"{E}: /services/echo: {{dir}}/apps/echo/echo.lua:2: attempt to index "
+                  "local 'n' (a nil value)"], id="lua-error-at-load"),
 ]
 
 
@@ -315,8 +352,11 @@ def _case(case_id):
 
 
 @pytest.mark.parametrize("config, files, apps, expected",
-                         [_case("several-errors-all-reported"), _case("ws-json-errors"),
-                          _case("tls-key-does-not-match-cert")])
+                         [_case(case) for case in (
+                             "several-errors-all-reported", "ws-json-errors",
+                             "tls-key-does-not-match-cert", "duplicate-keys",
+                             "nan-infinity-and-overflow", "integer-past-pythons-digit-limit",
+                             "nested-100000-deep", "lua-syntax-error")])
 def test_twistd_refuses_a_bad_config_with_the_same_lines(tmp_path, config, files, apps,
                                                          expected):
     lay_out(tmp_path, config, files, apps)

@@ -6,7 +6,9 @@ the handshake, TLS included, within ``handshake_timeout`` is dropped; a
 ``Sec-WebSocket-Version`` other than 13 is answered 426 naming 13. Every
 answer is plain text, from raw sockets here, and the server goes on serving."""
 
+import re
 import socket
+import ssl
 import time
 
 import pytest
@@ -48,7 +50,35 @@ def assert_refused(server, request, status, reason):
     code, headers, body = answer(server.port, request)
     assert (code, body.decode()) == (status, reason + "\n")
     assert headers["content-type"] == "text/plain; charset=utf-8"
-    server.wait_for(rf"handshake from \S+ refused with {status}: {reason}")
+    server.wait_for(rf"handshake from \S+ refused with {status}: " + re.escape(reason))
+
+
+# --- what cannot be HTTP --------------------------------------------------------
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("first_bytes, reason", [
+    (client_hello(), "a TLS handshake on a port without TLS: use ws://, not wss://"),
+    (b"\x00\x01binary junk", "not an HTTP request (first byte 0x00)"),
+    (b" GET /echo HTTP/1.1\r\n", "not an HTTP request (first byte 0x20)"),
+], ids=["tls-client-hello", "binary", "leading-space"])
+def test_a_head_that_cannot_be_http_is_refused_at_its_first_byte(start_server, first_bytes,
+                                                                 reason, fast_path):
+    """As nginx answers 400 at once; held until a 60 s handshake_timeout,
+    the answer would not come within the client's 10 s."""
+    server = start_server(ECHO, {"limits": {"handshake_timeout": 60}, "fast_path": fast_path})
+    assert_refused(server, first_bytes, 400, reason)
+    assert_echoes_from("127.0.0.1", url(server))
+
+
+def test_a_tls_client_on_the_plain_port_fails_at_once(start_server):
+    """A real TLS client gets its handshake error when the 400 arrives, not
+    a reset after handshake_timeout."""
+    server = start_server(ECHO, {"limits": {"handshake_timeout": 60}})
+    context = ssl.create_default_context()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        with pytest.raises(ssl.SSLError):
+            context.wrap_socket(sock, server_hostname="localhost")
+    server.wait_for(r"refused with 400: a TLS handshake on a port without TLS")
 
 
 # --- sizes ------------------------------------------------------------------------

@@ -261,3 +261,60 @@ def test_reload_swaps_certificate_acls_and_limits_for_new_connections_only(tmp_p
         server.stop()
     assert server.count(r"recorder::onStart") == 1  # kept through the ACL change
     assert server.count("reload failed|FAILED|Traceback|Unhandled") == 0
+
+
+def test_sighup_with_a_file_json_lets_through_is_refused_line_by_line_and_counted(
+        start_server, tmp_path):
+    """Duplicate keys, Infinity, a 5000-digit integer and 10^5-deep nesting:
+    the lines ``lapps check`` prints, each logged once, and
+    ``lapps_config_reloads_total{result="failed"}``; a good file then counts ok."""
+    from test_admin import admin_port, admin_settings, poll_metrics
+    server = start_server({"echo": reactive("/echo")}, admin_settings(), TEST_APPS)
+    port = admin_port(server)
+    path = tmp_path / "lapps.json"
+    good = path.read_text()
+    config = json.loads(good)
+    config["server"]["shutdown_timeout"] = "INFINITY"
+    config["server"]["acl"] = {"policy": "allow", "exclude": []}
+    config["services"]["echo"]["settings"] = {"deep": "DEEP", "big": "BIG"}
+    text = json.dumps(config).replace('"INFINITY"', "Infinity").replace(
+        '"exclude": []', '"exclude": [], "policy": "deny"').replace(
+        '"DEEP"', "[" * 100_000 + "]" * 100_000).replace('"BIG"', "1" * 5000)
+    path.write_text(text)
+    with pytest.raises(configuration.ConfigError) as refused:
+        configuration.load(str(path))
+    assert len(refused.value.lines) == 1  # nesting is found before json parses anything
+    server.process.send_signal(signal.SIGHUP)
+    server.wait_for(re.escape(f"{path}: /services/echo/settings/deep" + "/0" * 60
+                              + ": nested more than 64 levels deep") + "$")
+    assert poll_metrics(port, lambda sample: sample("lapps_config_reloads_total",
+                                                    result="failed") == 1)
+
+    path.write_text(text.replace("[" * 100_000 + "]" * 100_000, "[]"))
+    with pytest.raises(configuration.ConfigError) as refused:
+        configuration.load(str(path))
+    assert refused.value.lines == [
+        f"{path}: /server/shutdown_timeout: Infinity is not a JSON number",
+        f"{path}: /server/acl/policy: key given more than once (one value per key)",
+        f"{path}: /services/echo/settings/big: an integer of 5000 digits is not a usable number"]
+    server.process.send_signal(signal.SIGHUP)
+    for line in refused.value.lines:
+        server.wait_for(r"reload failed, the running configuration stays: " + re.escape(line)
+                        + "$")
+    assert poll_metrics(port, lambda sample: sample("lapps_config_reloads_total",
+                                                    result="failed") == 2)
+
+    path.write_text(good)
+    server.process.send_signal(signal.SIGHUP)
+    server.wait_for("configuration reloaded")
+    assert poll_metrics(port, lambda sample: sample("lapps_config_reloads_total",
+                                                    result="ok") == 1)
+
+    async def still_serving():
+        async with websockets.connect(server.url("/echo")) as ws:
+            await says(ws, "after three reloads")
+
+    asyncio.run(still_serving())
+    assert server.stop() == -signal.SIGTERM
+    assert server.count("Traceback|Unhandled") == 0
+    assert server.count("reload failed") == 1 + 3

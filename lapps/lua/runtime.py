@@ -106,10 +106,18 @@ loaders[2] = function(name)  -- LuaJIT's own loads bytecode files too
 end
 """
 
-_LOADER = _REPORT + b"""
+#: A module that does not load is one line: luajit's "file:line: message"
+#: (a syntax error without require's preamble, the file's name whole where
+#: luajit cut it to its last 60 characters).
+_LOADER = b"""
 local name, required = ...
-local ok, module = xpcall(require, report, name)
-if not ok then return nil, module end
+local ok, module = pcall(require, name)
+if not ok then
+  local why = tostring(module):gsub("^error loading module '[^']*' from file '[^']*':\\n%s*", "")
+  local file, cut = package.searchpath(name, package.path), why:match("^%.%.%.([^:]*):")
+  if file and cut and file:sub(-#cut) == cut then why = file .. why:sub(#cut + 4) end
+  return nil, (why:gsub(":?\\n%s*", "; "))
+end
 if type(module) ~= "table" then
   return nil, "module " .. name .. " returned " .. type(module) .. " instead of a table"
 end

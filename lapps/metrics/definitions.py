@@ -69,7 +69,14 @@ bus_up = Gauge(
     "lapps_bus_up", "1 while the Redis bus is available (in every worker), else 0",
     ["backend"], registry=registry, multiprocess_mode="livemin")
 
+_RELOADS = ("Configuration reloads (SIGHUP or reload()) by result: ok, or failed (the file "
+            "does not validate or a service module does not load; nothing changed); with "
+            "workers the supervisor counts, by the file's validation")
+config_reloads = Counter("lapps_config_reloads", _RELOADS, ["result"], registry=registry)
+
 supervisor_registry = CollectorRegistry(auto_describe=True)
+supervisor_config_reloads = Counter("lapps_config_reloads", _RELOADS, ["result"],
+                                    registry=supervisor_registry)
 worker_restarts = Counter(
     "lapps_worker_restarts", "Worker processes restarted by the supervisor",
     registry=supervisor_registry)

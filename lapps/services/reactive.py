@@ -22,6 +22,7 @@ from lapps.lua import modules, runtime as lua
 from lapps.lua.nljson import NlJsonError
 from lapps.protocols import messages
 from lapps.services.lua_service import LuaService
+from lapps.watchdog import reactor_call
 
 log = Logger(namespace="lapps.service")
 
@@ -213,12 +214,24 @@ class Instance:
     # Running them.
 
     def _timed_step(self, callback, handler, args):
-        """One dispatcher step; onMessage's time goes to the metrics."""
+        """One dispatcher step, in sight of the watchdog; onMessage's time
+        goes to the metrics."""
         started = perf_counter_ns()
-        outcome = self._step(callback, handler, *args)
+        watched = reactor_call
+        watched.since, watched.instance = started, self
+        try:
+            outcome = self._step(callback, handler, *args)
+        finally:
+            watched.instance = None
         if callback == ON_MESSAGE:
             self.latency.add(perf_counter_ns() - started)
         return outcome
+
+    def running(self):
+        """``(callback name, connection, handler)`` of the callback running
+        now (or last), for the watchdog's log line."""
+        callback, connection, handler = self._current or (None, None, None)
+        return (callback.decode() if callback else None), connection, handler
 
     def _drain(self):
         while self._queue and not self.busy:
@@ -285,7 +298,13 @@ class Instance:
     def _wake(self, *results):
         self._sleep = None
         self.busy = False
-        self._settle(self._step(*results))
+        watched = reactor_call
+        watched.since, watched.instance = perf_counter_ns(), self
+        try:
+            outcome = self._step(*results)
+        finally:
+            watched.instance = None
+        self._settle(outcome)
         if not self.busy:
             self._drain()
 

@@ -21,6 +21,12 @@
   up to ``shutdown_timeout`` plus ``KILL_MARGIN``; one still running then
   gets SIGKILL (``worker.killed``). ``reload`` (twistd's SIGHUP) re-reads
   the config and sends SIGHUP to every worker, which reloads itself.
+- A worker's reactor writes a blank line on its log pipe every
+  :data:`lapps.workers.worker.HEARTBEAT` seconds. One that has been ready
+  and then stays silent past its watchdog's limit (the longest
+  ``handler_timeout`` + ``limits.stall_timeout``, plus
+  :data:`SILENCE_MARGIN`) is frozen in a way its own watchdog could not
+  end: it gets SIGKILL (``worker.unresponsive``) and is started again.
 
 Metrics: the workers write theirs to files in a directory the supervisor
 makes for its life (prometheus_client's multiprocess mode, see
@@ -41,6 +47,7 @@ import tempfile
 from twisted.application.service import Service
 from twisted.internet import error, protocol
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from lapps import config as configuration, metrics
@@ -48,6 +55,7 @@ from lapps.bus.host.hub import Hub
 from lapps.deadline import within
 from lapps.workers import reuseport
 from lapps.workers.relay import EventRelay
+from lapps.workers.worker import HEARTBEAT
 
 log = Logger(namespace="lapps.workers")
 
@@ -59,6 +67,17 @@ FIRST_DELAY, MAX_DELAY = 0.5, 30.0
 STABLE_AFTER = 60.0
 #: Seconds past ``shutdown_timeout`` before a worker that has not stopped is killed.
 KILL_MARGIN = 5.0
+#: Seconds of silence past a worker's own watchdog limit before it is killed.
+SILENCE_MARGIN = 3.0
+
+
+def silence_limit(config):
+    """Seconds a ready worker may stay silent, or None (``stall_timeout`` 0: off)."""
+    stall = config.server["limits"]["stall_timeout"]
+    if stall == 0:
+        return None
+    longest = max((s.handler_timeout for s in config.services.values()), default=1.0)
+    return longest + stall + SILENCE_MARGIN
 
 
 def check_services(path):
@@ -83,6 +102,7 @@ class Worker:
         self.restarts = 0
         self.process = None    # the IProcessTransport
         self.started_at = None
+        self.heard_at = None   # when its log pipe last carried anything (its heartbeat)
         self.ended = None      # fires when the running process has ended
         self.delay = FIRST_DELAY
         self.restart_call = None
@@ -103,6 +123,7 @@ class _WorkerProtocol(protocol.ProcessProtocol):
 
     def childDataReceived(self, fd, data):
         if fd == LOG_FD:
+            self.worker.heard_at = self.supervisor.reactor.seconds()
             self.relay.data_received(data)
 
     def processEnded(self, reason):
@@ -164,6 +185,21 @@ class Supervisor(Service):
     def startService(self):
         super().startService()
         self.reactor.callWhenRunning(self._start_all)
+        self._listening = LoopingCall(self._listen_for_heartbeats)
+        self._listening.clock = self.reactor
+        self._listening.start(HEARTBEAT, now=False)
+
+    def _listen_for_heartbeats(self):
+        limit, now = silence_limit(self.config), self.reactor.seconds()
+        for worker in self.workers:
+            if limit is None or not worker.ready or now - worker.heard_at <= limit:
+                continue
+            log.error("worker {index} (pid {pid}) has been silent for {silent:.1f} s "
+                      "(over {limit} s): killed", lapps_event="worker.unresponsive",
+                      index=worker.index, pid=worker.pid, silent=now - worker.heard_at,
+                      limit=limit)
+            worker.ready = False  # killed once; it is started again when it has ended
+            self._signal([worker], "KILL")
 
     def _start_all(self):
         if self.running:
@@ -195,6 +231,7 @@ class Supervisor(Service):
                 bus_link.close()  # the worker has its own copy (or never came: the hub sees EOF)
         worker.pid, worker.ready = worker.process.pid, False
         worker.started_at, worker.ended = self.reactor.seconds(), Deferred()
+        worker.heard_at = worker.started_at
         log.info("worker {index} started: pid {pid}", lapps_event="worker.start",
                  index=worker.index, pid=worker.pid, restarts=worker.restarts)
 
@@ -251,6 +288,7 @@ class Supervisor(Service):
 
     def stopService(self):
         super().stopService()
+        self._listening.stop()  # a stop has its own limit
         for worker in self.workers:
             if worker.restart_call is not None:
                 worker.restart_call.cancel()
@@ -290,7 +328,9 @@ class Supervisor(Service):
             for line in e.lines:
                 log.error("reload failed, the running configuration stays: {line}",
                           lapps_event="config.reload_failed", line=line)
+            metrics.supervisor_config_reloads.labels("failed").inc()
             return fail(e)
+        metrics.supervisor_config_reloads.labels("ok").inc()
         self.config = cfg
         if self.hub is not None:
             self.hub.max_queue = cfg.server["mqr"]["max_queue"]

@@ -11,7 +11,9 @@ is the supervisor's. On the host bus, ``--bus-fd`` is its link to the
 supervisor; a link lost while it runs closes its clients with 1011 and ends
 it. Exit status: 0 after a stop, 78 (EX_CONFIG) when the config or a
 service does not load, 1 when the port cannot be bound, 75 (EX_TEMPFAIL)
-when the bus link was lost."""
+when the bus link was lost, 70 (EX_SOFTWARE) when its watchdog ended it
+(:mod:`lapps.watchdog`). Its reactor writes a blank line on the log pipe
+every :data:`HEARTBEAT` seconds: the supervisor kills a worker frozen silent."""
 
 import argparse
 import ctypes
@@ -21,6 +23,7 @@ import sys
 
 from twisted.application.service import MultiService
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 
 log = Logger(namespace="lapps.workers")
@@ -30,6 +33,8 @@ EX_TEMPFAIL = 75
 #: Close code for clients of a worker that lost its bus (RFC 6455: Internal Error).
 INTERNAL_ERROR = 1011
 _PR_SET_PDEATHSIG = 1
+#: Seconds between two heartbeats (blank lines, which the relay skips) on the log pipe.
+HEARTBEAT = 1.0
 
 
 def _die_with(supervisor):
@@ -60,6 +65,7 @@ def _log_to(fd):
     out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(out, recordSeparator="")],
                                      redirectStandardIO=False)
+    return out
 
 
 def main(argv=None):
@@ -71,7 +77,7 @@ def main(argv=None):
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
     _die_with(args.supervisor)
-    _log_to(args.log_fd)
+    log_pipe = _log_to(args.log_fd)
 
     from twisted.internet import reactor
 
@@ -105,6 +111,10 @@ def main(argv=None):
         lapps.bus.connection.lost_hooks.append(lambda: _end_without_bus(lapps, reactor, lost))
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.callWhenRunning(_stop_once, reactor)  # after Twisted's own handlers
+    reactor.callWhenRunning(lapps.watchdog.watch_stop_signals)
+    heartbeat = LoopingCall(log_pipe.write, "\n")
+    heartbeat.clock = reactor
+    heartbeat.start(HEARTBEAT)
     reactor.run()
     return EX_TEMPFAIL if lost else 0
 

@@ -1,6 +1,8 @@
 -- pidreport: a raw reactive service for the worker tests; answers any
 -- message with the id of the process it runs in (Lua has no getpid: the
--- first field of /proc/self/stat is the pid).
+-- first field of /proc/self/stat is the pid). "stall in C" first runs a
+-- pattern match that does not end in practice: Lua stuck inside a C function,
+-- where handler_timeout's hook cannot stop it (the watchdog tests).
 pidreport = {}
 
 local pid
@@ -12,6 +14,9 @@ function pidreport.onStart()
 end
 
 function pidreport.onMessage(handler, opcode, message)
+  if message == "stall in C" then
+    string.find(string.rep("a", 5000), ".-.-.-.-.-.-.-b")
+  end
   return ws:send(handler, 1, pid)
 end
 
