@@ -168,8 +168,7 @@ class LAppSService(MultiService):
         self.pam_auth = PamAuth(cfg.server["pam_auth"], reactor)
         self.pam_auth.setServiceParent(self)
         try:
-            self.bus = bus.build(cfg.server["bus"], cfg.server["mqr"]["max_queue"],
-                                 self.connections, reactor,
+            self.bus = bus.build(cfg.server["bus"], cfg.server["mqr"], self.connections, reactor,
                                  host_link=worker.bus_link if worker else None)
         except BusUnavailable as e:
             raise configuration.ConfigError([f"{cfg.source}: bus: {e}"]) from None

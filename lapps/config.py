@@ -134,7 +134,8 @@ SERVER = Object({
     "pam_auth": PAM_AUTH,
     # mqr (spec §6.5): the most messages one named queue holds; a post to a
     # full queue returns false and "queue full"
-    "mqr": Object({"max_queue": Scalar(int, 10000, minimum=1, maximum=10_000_000)}),
+    "mqr": Object({"max_queue": Scalar(int, 10000, minimum=1, maximum=10_000_000),
+                   "max_queue_bytes": Scalar(int, 64 * MiB, minimum=64 * 1024)}),
     "limits": LIMITS,
     # SIGTERM: how long clients, services and threads get before the process exits anyway
     "shutdown_timeout": Scalar(float, 10.0, minimum=0),

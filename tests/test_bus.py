@@ -7,6 +7,7 @@ the bus section of the config."""
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -374,6 +375,13 @@ def test_the_mqr_probe_runs_unmodified(deploy, check):
                  mqr={"max_queue": 50})["p"])
 
 
+def test_mqr_bounds_the_bytes_of_a_shared_queue(deploy):
+    """The local bus's byte bound, held by the hub or Redis."""
+    test_mqr.test_a_queue_full_of_bytes_refuses_until_one_is_taken(
+        deploy({"p": {"mqprobe": reactive("/mq", preload=["mqr"])}},
+               ready={"p": started("mqprobe", 1)}, mqr=test_mqr.BYTES_BOUND)["p"])
+
+
 def test_host_bus_entries_go_to_the_worker_whose_receiver_waits(tmp_path, reap):
     """The waiting receiver in another worker than the one that gave the hub
     credit and left (a recv that could not suspend): what the hub handed to
@@ -383,19 +391,13 @@ def test_host_bus_entries_go_to_the_worker_whose_receiver_waits(tmp_path, reap):
         {"workers": {"workers": 2}}, TEST_APPS)))
     workers = sorted(server.worker_pids().values())
 
-    async def client_on(pid):
-        while True:
-            ws = await websockets.connect(server.url("/mq"))
-            if int(await _text(ws, "pid -")) == pid:
-                return ws
-            await ws.close()
-
     async def go():
-        failing = await client_on(workers[0])
+        failing = await _client_on(server, workers[0])
         await failing.send("cororecv placed")
         with pytest.raises(websockets.ConnectionClosedError):
             await asyncio.wait_for(failing.recv(), 10)
-        receiver, poster = await client_on(workers[1]), await client_on(workers[0])
+        receiver = await _client_on(server, workers[1])
+        poster = await _client_on(server, workers[0])
         await receiver.send("recv placed")  # (its instance takes no other message meanwhile)
         posted = [await _text(poster, f'post placed {{"x":{i}}}') for i in range(3)]
         got = [await asyncio.wait_for(receiver.recv(), 10)]
@@ -410,6 +412,72 @@ def test_host_bus_entries_go_to_the_worker_whose_receiver_waits(tmp_path, reap):
 async def _text(ws, text):
     await ws.send(text)
     return await asyncio.wait_for(ws.recv(), 10)
+
+
+async def _client_on(server, pid):
+    """A connection to /mq served by the worker ``pid``."""
+    while True:
+        ws = await websockets.connect(server.url("/mq"))
+        if int(await _text(ws, "pid -")) == pid:
+            return ws
+        await ws.close()
+
+
+def _numbers(replies):
+    """The numbers fillraw put in front of what ``recv`` replies."""
+    return [int(re.match(r"string:(\d+):", reply).group(1)) for reply in replies]
+
+
+def test_host_bus_bytes_given_back_on_idle_count_once(tmp_path, reap):
+    """Worker 1 takes one of a full queue's entries and holds 7 more, which
+    go back to the hub once it idles; worker 0 takes all the rest, and the
+    queue holds 15 again: nothing freed twice or not at all."""
+    server = reap(Supervised(write_config(
+        tmp_path, {"mqprobe": reactive("/mq", preload=["mqr"])},
+        {"workers": {"workers": 2}, "mqr": test_mqr.BYTES_BOUND}, TEST_APPS)))
+    workers = sorted(server.worker_pids().values())
+
+    async def go():
+        mine, other = await _client_on(server, workers[0]), await _client_on(server, workers[1])
+        filled = await _text(mine, "fillraw big 65536")
+        first = _numbers([await _text(other, "recv big")])   # and 2..8 wait in worker 1
+        again = await _text(mine, "fillraw big 65536")
+        got = [int(n) for n in (await _text(mine, "drainraw big")).split(",")]
+        got += _numbers([await _text(mine, "recv big") for _ in range(15 - len(got))])
+        return filled, first, again, got, await _text(mine, "fillraw big 65536")
+
+    filled, first, again, got, refilled = asyncio.run(go())
+    assert (filled, first, again) == ("ok=15 err=queue full", [1], "ok=1 err=queue full")
+    assert sorted(got) == list(range(1, 16))  # 2..15, and the 1 posted again
+    assert refilled == filled
+
+
+def test_redis_bus_bytes_claimed_from_a_dead_consumer_count_once(hosts, redis):
+    """Host B takes one of a full queue's entries, holds 7 more and is
+    killed; A claims those 7 once B counts as dead, takes all, and the
+    queue holds 15 again: nothing freed twice or not at all."""
+    probe = {"mqprobe": reactive("/mq", preload=["mqr"])}
+    a, b = (hosts(name, probe, redis.url, ready=started("mqprobe", 1), mqr=test_mqr.BYTES_BOUND)
+            for name in "ab")
+
+    async def go():
+        mine, other = [await websockets.connect(host.url("/mq")) for host in (a, b)]
+        filled = await _text(mine, "fillraw big 65536")
+        first = _numbers([await _text(other, "recv big")])  # and 2..8 wait in B
+        # (a post answered after the recv's acknowledgement, on one connection)
+        assert await _text(other, "postraw elsewhere x") == "true nil"
+        b.process.kill()
+        b.process.wait()
+        again = await _text(mine, "fillraw big 65536")
+        got = await _text(mine, "drainraw big")
+        a.wait_for(r"mqr queue big: took 7 entries of the dead consumer", timeout=30)
+        got += "," + await _text(mine, "drainraw big")
+        return filled, first, again, got, await _text(mine, "fillraw big 65536")
+
+    filled, first, again, got, refilled = asyncio.run(go())
+    assert (filled, first, again) == ("ok=15 err=queue full", [1], "ok=1 err=queue full")
+    assert got == ",".join(str(n) for n in [*range(9, 16), 1, *range(2, 9)])
+    assert refilled == filled
 
 
 # --- Redis lost and back ----------------------------------------------------

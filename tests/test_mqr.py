@@ -25,13 +25,16 @@ def standalone(**extra):
 
 
 def test_max_queue_is_checked(tmp_path):
-    config = write_config(tmp_path, {}, {"mqr": {"max_queue": 0, "size": 1}})
+    config = write_config(tmp_path, {}, {"mqr": {"max_queue": 0, "max_queue_bytes": 65535,
+                                                 "size": 1}})
     result = subprocess.run([str(Path(sys.executable).parent / "lapps"), "check", str(config)],
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stdout.splitlines() == [f"{config}: /server/mqr/size: unknown key",
                                           f"{config}: /server/mqr/max_queue: expected integer "
-                                          f"from 1 to 10000000, got 0"]
+                                          f"from 1 to 10000000, got 0",
+                                          f"{config}: /server/mqr/max_queue_bytes: expected "
+                                          f"integer >= 65536, got 65535"]
 
 
 def _bitmap(hex_words):
@@ -95,6 +98,33 @@ def test_a_full_queue_refuses_and_loses_nothing(probe):
     assert again == "ok=10 full=0 err=nil"                      # room again once drained
     assert rest == ",".join(str(n) for n in range(1, 11))
     assert empty == "nil:nil nil"
+
+
+#: A queue bound at 1 MiB, its count bound (100) out of reach of 64 KiB messages.
+BYTES_BOUND = {"max_queue": 100, "max_queue_bytes": 1 << 20}
+
+
+@pytest.fixture
+def bytes_probe(start_server):
+    return start_server({"mqprobe": reactive("/mq", preload=["mqr"])},
+                        server={"mqr": BYTES_BOUND}, applications=TEST_APPS)
+
+
+def test_a_queue_full_of_bytes_refuses_until_one_is_taken(bytes_probe):
+    """15 messages of 64 KiB fit in 1 MiB (each counts a type byte too);
+    taking one makes room for one more, taking all for 15 again."""
+    async def go():
+        async with websockets.connect(bytes_probe.url("/mq")) as ws:
+            return [await _ask(ws, command) for command in (
+                "fillraw big 65536", "drainraw big 1", "fillraw big 65536", "drainraw big",
+                "fillraw big 65536")]
+
+    filled, took, again, rest, refilled = asyncio.run(go())
+    assert filled == "ok=15 err=queue full"
+    assert took == "1"
+    assert again == "ok=1 err=queue full"
+    assert rest == ",".join(str(n) for n in [*range(2, 16), 1])  # nothing lost, in order
+    assert refilled == filled
 
 
 def test_values_are_copies(probe):

@@ -40,27 +40,29 @@ class Bus:
     connection: Any = None  # the service linking this process to a shared bus
 
 
-def build(settings, max_queue, connections, reactor, host_link=None) -> Bus:
+def build(settings, limits, connections, reactor, host_link=None) -> Bus:
     """The bus the server config's ``bus`` section describes (``backend``
-    resolved). With Redis, Redis must answer now: :class:`BusUnavailable`
-    if not. ``host_link`` is a worker's descriptor of its link to the
-    supervisor; a process without one (no workers) has no host to share
-    with, so ``host`` is the local bus there."""
+    resolved), its queues bounded by ``limits`` (the ``mqr`` section).
+    With Redis, Redis must answer now: :class:`BusUnavailable` if not.
+    ``host_link`` is a worker's descriptor of its link to the supervisor; a
+    process without one (no workers) has no host to share with, so
+    ``host`` is the local bus there."""
     backend = settings["backend"]
+    bounds = limits["max_queue"], limits["max_queue_bytes"]
     if backend == "host" and host_link is not None:
         from lapps.bus.host.bcast import HostBroadcasts
         from lapps.bus.host.link import HostLink
         from lapps.bus.host.mqr import HostQueues
         link = HostLink(host_link, reactor)
-        return Bus(HostBroadcasts(connections, reactor, link), HostQueues(link, max_queue), link)
+        return Bus(HostBroadcasts(connections, reactor, link), HostQueues(link, *bounds), link)
     if backend == "redis":
         from lapps.bus.redis.bcast import RedisBroadcasts
         from lapps.bus.redis.bus import RedisBus
         from lapps.bus.redis.mqr import RedisQueues
         redis = RedisBus(settings, reactor)
         redis.probe()
-        return Bus(RedisBroadcasts(connections, reactor, redis), RedisQueues(redis, max_queue),
+        return Bus(RedisBroadcasts(connections, reactor, redis), RedisQueues(redis, *bounds),
                    redis)
     from lapps.bus.local.bcast import Broadcasts
     from lapps.bus.local.mqr import MessageQueues
-    return Bus(Broadcasts(connections, reactor), MessageQueues(max_queue))
+    return Bus(Broadcasts(connections, reactor), MessageQueues(*bounds))

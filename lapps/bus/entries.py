@@ -43,6 +43,18 @@ def encode(entry) -> bytes:
     return (b"i%d" % entry) if kind is int else b"d" + repr(entry).encode()
 
 
+def size(entry) -> int:
+    """The bytes ``entry`` counts against ``mqr.max_queue_bytes``: those of
+    its :func:`encode` form, which the shared buses hold (a JSON value's
+    length being the CBOR form the poster made)."""
+    kind = type(entry)
+    if kind is bytes:
+        return 1 + len(entry)
+    if kind is Json:
+        return 1 + entry.size
+    return len(encode(entry))  # a number or boolean: a few bytes
+
+
 def decode(data: bytes):
     """The entry :func:`encode` made (ValueError if ``data`` is not one)."""
     tag, body = data[:1], data[1:]

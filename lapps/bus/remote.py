@@ -29,11 +29,12 @@ UNAVAILABLE = object()
 
 
 class RemoteQueue(local.Queue):
-    """See the module docstring. ``bus`` has ``available``, ``problem()``,
+    """See the module docstring. ``queues`` (the backend's ``mqr`` service)
+    has the limits; ``bus`` has ``available``, ``problem()``,
     ``call(function, *args)`` (on the reactor thread) and ``reactor``."""
 
-    def __init__(self, name, limit, bus):
-        super().__init__(name, limit)
+    def __init__(self, name, queues, bus):
+        super().__init__(name, queues.max_queue, queues.max_queue_bytes)
         self.bus = bus
         self.consuming = False            # a receiver here has asked
         self.taken = 0                    # entries receivers here have taken from the buffer

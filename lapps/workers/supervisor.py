@@ -168,7 +168,7 @@ class Supervisor(Service):
         self.worker_env = dict(os.environ, **metrics.multiprocess_env(self._metrics_dir))
         self.exit_hooks = [metrics.worker_exited]
         self.workers = [Worker(i) for i in range(server["workers"]["workers"])]
-        self.hub = Hub(server["mqr"]["max_queue"], reactor) \
+        self.hub = Hub(server["mqr"]["max_queue"], reactor, server["mqr"]["max_queue_bytes"]) \
             if server["bus"]["backend"] == "host" else None
         self._ready = []  # Deferreds of when_ready(); None once all were ready
 

@@ -7,14 +7,15 @@ came in, to every worker, the sender included, in the order it read them:
 every worker delivers the broadcasts of one sender in its send order, and
 frames each once for all its subscribers.
 
-mqr: the hub holds every queue of the host, so ``max_queue`` bounds a name
-across all workers. An entry a worker was handed stays *in flight* (it
-counts against ``max_queue``) until that worker acknowledges it; a worker
-asks for entries with credit (how many it can use now), and the hub hands
-them out oldest first, turn by turn between the workers that asked. When a
-worker's link ends (it stopped, died or was killed), what it had in flight
-goes back to the front of its queues for the others: nothing a post was
-told was accepted is lost while the supervisor lives.
+mqr: the hub holds every queue of the host, so ``max_queue`` and
+``max_queue_bytes`` bound a name across all workers. An entry a worker was
+handed stays *in flight* (it counts against both, as the hub still holds
+it) until that worker acknowledges it; a worker asks for entries with
+credit (how many it can use now), and the hub hands them out oldest
+first, turn by turn between the workers that asked. When a worker's link
+ends (it stopped, died or was killed), what it had in flight goes back to
+the front of its queues for the others (still counted): nothing a post
+was told was accepted is lost while the supervisor lives.
 """
 
 import collections
@@ -25,6 +26,7 @@ import struct
 from twisted.logger import Logger
 
 from lapps.bus.host import wire
+from lapps.bus.local.mqr import DEFAULT_MAX_QUEUE_BYTES
 
 log = Logger(namespace="lapps.bus")
 
@@ -32,10 +34,11 @@ log = Logger(namespace="lapps.bus")
 class _HubQueue:
     """One named queue of the host."""
 
-    __slots__ = ("name", "items", "in_flight", "credit")
+    __slots__ = ("name", "items", "in_flight", "credit", "bytes")
 
     def __init__(self, name):
         self.name = name
+        self.bytes = 0                     # of the entries' data, queued or in flight
         self.items = collections.deque()   # (id, data), oldest first
         self.in_flight = {}                # worker link -> {id: data}
         self.credit = {}                   # worker link -> entries it can take (order = turns)
@@ -83,10 +86,12 @@ class WorkerLink(wire.Peer):
 
 
 class Hub:
-    """The host bus of one supervisor; ``max_queue`` is ``mqr.max_queue``."""
+    """The host bus of one supervisor; ``max_queue`` and ``max_queue_bytes``
+    are the ``mqr`` server keys."""
 
-    def __init__(self, max_queue, reactor):
+    def __init__(self, max_queue, reactor, max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES):
         self.max_queue, self.reactor = max_queue, reactor
+        self.max_queue_bytes = max_queue_bytes
         self.links = []
         self.channels = set()
         self.queues = {}
@@ -154,11 +159,12 @@ class Hub:
     def _post(self, link, message):
         number = wire.request_number(message)
         name, offset = wire.name_and_body(message, 5)
-        queue = self.queue(name)
-        if queue.size() >= self.max_queue:
+        queue, data = self.queue(name), message[offset:]
+        if queue.size() >= self.max_queue or queue.bytes + len(data) > self.max_queue_bytes:
             link.send(wire.request(wire.POSTED, number, b"\0"))
             return
-        queue.items.append((next(self._ids), message[offset:]))
+        queue.items.append((next(self._ids), data))
+        queue.bytes += len(data)
         link.send(wire.request(wire.POSTED, number, b"\1"))
         self._hand_out(queue)
 
@@ -183,7 +189,7 @@ class Hub:
         queue = self.queue(name)
         held = queue.in_flight.get(link, {})
         for entry_id in wire.read_ids(message, offset):
-            held.pop(entry_id, None)
+            queue.bytes -= len(held.pop(entry_id, b""))
 
     def _release(self, link, message):
         """A stopping worker gives back what its receivers did not take."""

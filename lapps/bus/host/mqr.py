@@ -3,8 +3,9 @@
 :class:`~lapps.bus.remote.RemoteQueue`.
 
 * ``post`` asks the hub, which refuses the entry when the name holds
-  ``max_queue`` entries across the host ("queue full"); the answer comes
-  back on the link (PENDING, then ``done``). True means the hub has it.
+  ``max_queue`` entries across the host, or the entry would take it over
+  ``max_queue_bytes`` ("queue full"); the answer comes back on the link
+  (PENDING, then ``done``). True means the hub has it.
 * A receiver that finds nothing buffered registers as a waiter, and the
   worker gives the hub credit for up to :data:`PREFETCH` entries (at least
   twice its waiting receivers); the hub hands entries out against it.
@@ -45,7 +46,7 @@ class HostQueue(RemoteQueue):
     """One named queue of the host, as this worker sees it."""
 
     def __init__(self, queues, name):
-        super().__init__(name, queues.max_queue, queues.link)
+        super().__init__(name, queues, queues.link)
         self.queues = queues
         self.asked = 0  # credit given to the hub and not yet used
         self._idle_check = None  # the pending check for entries no one here waits for
@@ -136,8 +137,8 @@ class HostQueues(local.NamedQueues):
     """The named queues on the host bus (the ``mqr`` service of a worker,
     with the interface of :class:`lapps.bus.local.mqr.MessageQueues`)."""
 
-    def __init__(self, link, max_queue):
-        super().__init__(max_queue)
+    def __init__(self, link, max_queue, max_queue_bytes):
+        super().__init__(max_queue, max_queue_bytes)
         self.link = link
         self._numbers = itertools.count(1)
         self._expected = {}  # request number -> (on answer, on failure)

@@ -5,8 +5,9 @@ A queue is created on first use of its name and shared by every service and
 instance. Posts and receives come from standalone threads and from the
 reactor thread, so a queue is a deque and a list of waiting receivers under
 one lock. Receivers compete: each entry is taken by exactly one of them, in
-FIFO order. A queue holds at most ``max_queue`` entries; a post to a full
-queue is refused and leaves what is queued untouched.
+FIFO order. A queue holds at most ``max_queue`` entries and
+``max_queue_bytes`` bytes of them (:func:`lapps.bus.entries.size`); a post
+to a full queue is refused and leaves what is queued untouched.
 
 A receiver that finds its queue empty registers a *waiter* and is woken by
 the next post (one waiter per post, oldest first); it then takes an entry
@@ -21,12 +22,16 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from lapps import metrics
-from lapps.bus.entries import QUEUE_FULL
+from lapps.bus.entries import QUEUE_FULL, size
 
 log = Logger(namespace="lapps.mqr")
 
 #: The default of the server key ``mqr.max_queue``.
 DEFAULT_MAX_QUEUE = 10000
+#: The default of ``mqr.max_queue_bytes``: far above what 10,000 messages
+#: of a few KiB take, so the count binds first for them, while 10,000 of
+#: 64 KiB no longer take 640 MiB.
+DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
 
 
 class Queue:
@@ -34,8 +39,9 @@ class Queue:
     as a *waiter*: an object with a ``registered`` flag (kept by the queue)
     and a ``wake()`` method that may be called from any thread."""
 
-    def __init__(self, name, limit):
-        self.name, self.limit = name, limit
+    def __init__(self, name, limit, max_bytes):
+        self.name, self.limit, self.max_bytes = name, limit, max_bytes
+        self.bytes = 0  # the size of what is queued
         self._lock = threading.Lock()
         self._items = collections.deque()
         self._waiters = collections.deque()
@@ -46,10 +52,12 @@ class Queue:
     def post(self, entry, done=None):
         """Append ``entry`` (never None) and wake one waiter: True, or
         ``(False, b"queue full")``. (Never PENDING, so ``done`` is unused.)"""
+        added = size(entry)
         with self._lock:
-            if len(self._items) >= self.limit:
+            if len(self._items) >= self.limit or self.bytes + added > self.max_bytes:
                 return QUEUE_FULL
             self._items.append(entry)
+            self.bytes += added
             if not self._waiters:
                 return True
             waiter = self._waiters.popleft()
@@ -60,18 +68,24 @@ class Queue:
     def take(self, done=None):
         """The oldest entry, or None; never waits (nor uses ``done``)."""
         with self._lock:
-            return self._items.popleft() if self._items else None
+            return self._pop() if self._items else None
 
     def take_or_wait(self, waiter):
         """The oldest entry, or None after registering ``waiter`` to be woken
         by the next post."""
         with self._lock:
             if self._items:
-                return self._items.popleft()
+                return self._pop()
             if not waiter.registered:
                 waiter.registered = True
                 self._waiters.append(waiter)
             return None
+
+    def _pop(self):
+        """The oldest entry, out (under the lock)."""
+        entry = self._items.popleft()
+        self.bytes -= size(entry)
+        return entry
 
     def forget(self, waiter) -> bool:
         """``waiter`` no longer waits (a no-op when a post already woke it):
@@ -99,8 +113,8 @@ class NamedQueues(Service):
 
     name = "mqr"
 
-    def __init__(self, max_queue):
-        self.max_queue = max_queue
+    def __init__(self, max_queue, max_queue_bytes):
+        self.max_queue, self.max_queue_bytes = max_queue, max_queue_bytes
         self._lock = threading.Lock()
         self._queues = {}
         metrics.watch_queues(self)
@@ -117,11 +131,11 @@ class NamedQueues(Service):
 class MessageQueues(NamedQueues):
     """The named queues of the process (the local bus)."""
 
-    def __init__(self, max_queue=DEFAULT_MAX_QUEUE):
-        super().__init__(max_queue)
+    def __init__(self, max_queue=DEFAULT_MAX_QUEUE, max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES):
+        super().__init__(max_queue, max_queue_bytes)
 
     def new_queue(self, name):
-        return Queue(name, self.max_queue)
+        return Queue(name, self.max_queue, self.max_queue_bytes)
 
     def stopService(self):
         """Runs after every Lua service has stopped: what is left is dropped."""

@@ -7,9 +7,14 @@ interface (:class:`lapps.bus.remote.RemoteQueue`), so the Lua module does not
 know which bus runs:
 
 * ``post`` runs a script that refuses the entry when the stream holds
-  ``max_queue`` entries ("queue full") and otherwise adds it; the answer
-  comes back with the script's reply (PENDING, then ``done``). True means
-  the entry is in Redis.
+  ``max_queue`` entries, or the entry would take it over ``max_queue_bytes``
+  ("queue full"), and otherwise adds it; the answer comes back with the
+  script's reply (PENDING, then ``done``). True means the entry is in
+  Redis. The bytes of the entries in the stream are counted in a key of
+  their own (``mqrbytes:NAME``), raised by that script and lowered by the
+  one that deletes acknowledged entries, so both change with the stream,
+  atomically; entries claimed from a dead consumer stay in the stream and
+  stay counted.
 * A receiver that finds nothing buffered registers as a waiter; a dedicated
   connection per queue then blocks in XREADGROUP while this process has
   waiters, and what it reads (up to :data:`PREFETCH` entries) is buffered
@@ -53,18 +58,36 @@ _BLOCK_MS = 1000
 #: Entry ids per XACK/XDEL/XCLAIM call.
 _BATCH = 1000
 
+# (An empty stream holds no bytes: a count left over, e.g. by a stream
+# deleted by hand, goes.)
 _POST = b"""
 local length = redis.call('XLEN', KEYS[1])
 if length >= tonumber(ARGV[1]) then return 0 end
-if length == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('XGROUP', 'CREATE', KEYS[1], 'lapps', '0', 'MKSTREAM')
+local held = 0
+if length > 0 then
+  held = tonumber(redis.call('GET', KEYS[2]) or '0')
+else
+  redis.call('DEL', KEYS[2])
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('XGROUP', 'CREATE', KEYS[1], 'lapps', '0', 'MKSTREAM')
+  end
 end
+if held + #ARGV[2] > tonumber(ARGV[3]) then return 0 end
 redis.call('XADD', KEYS[1], '*', 'v', ARGV[2])
+redis.call('INCRBY', KEYS[2], #ARGV[2])
 return 1
 """
 
+# (Only entries still in the stream free their bytes: an id acknowledged
+# twice frees them once.)
 _ACK = b"""
+local freed = 0
+for _, id in ipairs(ARGV) do
+  local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+  if entry then freed = freed + #entry[2][2] end
+end
 redis.call('XACK', KEYS[1], 'lapps', unpack(ARGV))
+if freed > 0 then redis.call('DECRBY', KEYS[2], freed) end
 return redis.call('XDEL', KEYS[1], unpack(ARGV))
 """
 
@@ -78,8 +101,9 @@ class RedisQueue(RemoteQueue):
     """One named queue on the Redis bus, as this process sees it."""
 
     def __init__(self, queues, name):
-        super().__init__(name, queues.max_queue, queues.bus)
+        super().__init__(name, queues, queues.bus)
         self.key = queues.bus.key(b"mqr:", name)
+        self._keys = [self.key, queues.bus.key(b"mqrbytes:", name)]  # of the scripts
         self._reader = None               # the blocking connection, made at the first wait
         self._reading = False
 
@@ -97,7 +121,7 @@ class RedisQueue(RemoteQueue):
         if protocol is None:  # lost since post() looked; answer later, as from Redis
             self.bus.reactor.callLater(0, done, (False, self.bus.problem()))
             return
-        d = protocol.eval(_POST, [self.key], [self.limit, data])
+        d = protocol.eval(_POST, self._keys, [self.limit, data, self.max_bytes])
         d.addCallbacks(lambda added: done(True if added else QUEUE_FULL),
                        lambda failure: done((False, self._failed(failure))))
 
@@ -111,7 +135,7 @@ class RedisQueue(RemoteQueue):
         if protocol is None:  # again when the bus is back
             self.requeue_acks(ids)
             return None
-        batches = [protocol.eval(_ACK, [self.key], ids[i:i + _BATCH])
+        batches = [protocol.eval(_ACK, self._keys, ids[i:i + _BATCH])
                    for i in range(0, len(ids), _BATCH)]
         for batch, d in zip(range(0, len(ids), _BATCH), batches):
             d.addErrback(lambda _, part=ids[batch:batch + _BATCH]: self.requeue_acks(part))
@@ -252,8 +276,8 @@ class RedisQueues(local.NamedQueues):
     """The named queues on the Redis bus (the ``mqr`` service of the tree,
     with the interface of :class:`lapps.bus.local.mqr.MessageQueues`)."""
 
-    def __init__(self, bus, max_queue):
-        super().__init__(max_queue)
+    def __init__(self, bus, max_queue, max_queue_bytes):
+        super().__init__(max_queue, max_queue_bytes)
         self.bus = bus
         self._alive = bus.key(b"alive:", bus.consumer)
         self._patrol = LoopingCall(self._check)

@@ -69,6 +69,30 @@ function commands.fill(queue, arg)
   return "ok=" .. ok .. " full=" .. full .. " err=" .. tostring(first)
 end
 
+-- posts strings of arg bytes, "1:xx..", "2:xx..", .. until one is refused;
+-- reports how many were accepted and why the next was not
+function commands.fillraw(queue, arg)
+  local q, size, n = mqr.create(queue), tonumber(arg), 0
+  while true do
+    local prefix = (n + 1) .. ":"
+    local posted, err = q:post(prefix .. string.rep("x", size - #prefix))
+    if not posted then return "ok=" .. n .. " err=" .. tostring(err) end
+    n = n + 1
+  end
+end
+
+-- takes (at most arg of) what is queued without waiting; replies with the
+-- numbers fillraw put in front
+function commands.drainraw(queue, arg)
+  local q, got = mqr.create(queue), {}
+  while #got < (tonumber(arg) or math.huge) do
+    local value = q:try_recv()
+    if value == nil then break end
+    got[#got + 1] = value:match("^(%d+):")
+  end
+  return table.concat(got, ",")
+end
+
 -- takes what is queued without waiting; replies with the numbers
 function commands.drain(queue)
   local q, got = mqr.create(queue), {}
