@@ -24,6 +24,8 @@ TEST_APPS = Path(__file__).resolve().parent / "apps"
 TWISTD = [str(Path(sys.executable).parent / "twistd")]
 _LISTENING = re.compile(r"listening on \S+ \((.*):(\d+)\)")
 _READY = re.compile(r"lapps ready: ")
+#: What a server's log must never show, whatever its input.
+BAD_LOG = re.compile(r"Traceback|Unhandled|Unexpected exception|#(error|critical)\]")
 
 
 class Server:
@@ -87,6 +89,11 @@ class Server:
                 self._new.put(None)
                 return
             self.lines.append(line)
+
+    def bad_lines(self):
+        """The lines so far that show a traceback or an error."""
+        self._take_arrived()
+        return [line for line in self.lines if BAD_LOG.search(line)]
 
     def count(self, pattern):
         return sum(1 for line in self.lines if re.search(pattern, line))

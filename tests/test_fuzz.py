@@ -6,10 +6,11 @@ arrives, each checked for "only documented errors escape".
   get a documented HTTP status or a close; random frames after a good
   handshake get a documented close code. The server never logs a traceback,
   and a well-formed client still gets its echo.
-* The LAppS-protocol decoder (``messages.decode``/``classify`` and
-  ``nljson.to_lua``, what ``Instance.lapps_message`` runs): only
-  ``InvalidInput`` or ``NlJsonError`` escape, and the error reply is valid
-  CBOR of the spec's shape.
+* The LAppS-protocol decoder, over a real connection to the same server:
+  random bytes, CBOR values of every kind (bignums, tags, deep nesting, huge
+  declared lengths), each answered by exactly one reply, a -32700/-32600 error
+  of the spec's shape with at most 200 characters of ``data`` or the service's
+  answer; the connection stays open and the log clean.
 * The config loader (``config.from_dict``/``load``): only ``ConfigError``
   escapes, each of its lines ``FILE: /pointer: message``.
 
@@ -35,11 +36,8 @@ import pytest
 import websockets.sync.client
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from conftest import APPS, REPO, Server, reactive, write_config
+from conftest import APPS, REPO, TEST_APPS, Server, reactive, write_config
 from lapps import config as configuration
-from lapps.lua import nljson
-from lapps.lua.nljson import NlJsonError
-from lapps.lua.runtime import new_runtime
 from lapps.protocols import messages
 from lapps.schema import Array, MapOf, Nullable, Object, Scalar
 
@@ -70,9 +68,6 @@ STATUSES = {101, 400, 403, 404, 405, 414, 426, 431, 505}
 #: protocol errors, and 1000 as the reply to the client's own close).
 CLOSE_CODES = {1000, 1002, 1007, 1009}
 
-#: What the server's log must never show, whatever the input.
-_BAD_LOG = re.compile(r"Traceback|Unhandled|Unexpected exception|#(error|critical)\]")
-
 #: Every service echoes (apps/echo); each name is a copy of the module.
 SERVICES = {
     "echo": reactive("/echo", instances=2, max_inbound_message_size=LIMIT),
@@ -80,6 +75,9 @@ SERVICES = {
     "guarded": reactive("/guarded", allowed_origins=[ORIGIN], max_inbound_message_size=LIMIT),
 }
 PATHS = [s["request_target"] for s in SERVICES.values()]
+#: The LAppS-protocol service (tests/apps/lprobe), which answers what it was sent.
+LPROBE = reactive("/lprobe", protocol="LAppS", preload=["nap", "time"],
+                  max_inbound_message_size=1 << 20)
 #: One peer (this test) opens thousands of connections a minute: the per-peer
 #: limits (tested on their own) would refuse some at accept.
 UNLIMITED = {"limits": {"peer_connection_rate": 1e6, "peer_connection_burst": 1_000_000,
@@ -109,7 +107,7 @@ class Watched:
             ws.send(message)
             assert ws.recv(timeout=10) == message
         server.wait_for(rf"{re.escape(host)}:{port} on /echo \(handler \d+\) closed: code 1000")
-        bad = [line for line in server.lines if _BAD_LOG.search(line)]
+        bad = server.bad_lines()
         assert not bad, "\n".join(bad)
 
 
@@ -120,12 +118,14 @@ def served(tmp_path_factory):
     for name in SERVICES:
         (root / "apps" / name).mkdir(parents=True)
         shutil.copy(APPS / "echo" / "echo.lua", root / "apps" / name / f"{name}.lua")
-    server = Server(write_config(root, SERVICES, UNLIMITED, applications=root / "apps"))
+    shutil.copytree(TEST_APPS / "lprobe", root / "apps" / "lprobe")
+    server = Server(write_config(root, dict(SERVICES, lprobe=LPROBE), UNLIMITED,
+                                 applications=root / "apps"))
     watched = Watched(server)
     yield watched
     watched.assert_serving()
     assert server.stop() in (0, -15)  # exits by the SIGTERM it got (README)
-    bad = [line for line in server.lines if _BAD_LOG.search(line)]
+    bad = server.bad_lines()
     assert not bad, "\n".join(bad)
 
 
@@ -591,22 +591,27 @@ def test_deflate_frames_echo_or_close_with_documented_codes(served, stream, brok
 # ======================================================= the LAppS-protocol decoder
 
 @pytest.fixture(scope="module")
-def nj():
-    """nljson in a real LuaJIT runtime, as each LAppS-protocol instance has."""
-    return nljson.install(new_runtime(64 * 1024 * 1024, ""))
+def lapps_ws(served):
+    """One LAppS-protocol connection for all the decoder's examples: bad
+    input must never close it."""
+    with websockets.sync.client.connect(served.server.url("/lprobe"), max_size=None) as ws:
+        yield ws
 
 
 KEY_LEAVES = st.sampled_from(["lapps", "method", "params", "cid", "status", "result"]) \
     | st.text(max_size=8) | st.integers() | st.binary(max_size=8) | st.floats()
+#: Integers of every CBOR size, and bignums (tags 2 and 3) of up to 20,000 digits.
+INTEGERS = st.integers(-2 ** 64, 2 ** 64 - 1) | st.integers(-2 ** 70, 2 ** 70) \
+    | st.integers(1, 20_000).map(lambda digits: 10 ** digits) \
+    | st.integers(1, 20_000).map(lambda digits: -10 ** digits)
 LEAVES = st.one_of(
-    st.none(), st.booleans(), st.just(cbor2.undefined),
-    st.integers(), st.integers(-2 ** 70, 2 ** 70), st.floats(),
+    st.none(), st.booleans(), st.just(cbor2.undefined), INTEGERS, st.floats(),
     st.text(max_size=20), st.binary(max_size=20),
     st.integers(0, 255).filter(lambda n: not 20 <= n <= 31).map(cbor2.CBORSimpleValue))
 
 
 def tagged(children):
-    """Tags cbor2 decodes into Python objects (dates, bignums, decimals,
+    """Tags cbor2 would decode into Python objects (dates, bignums, decimals,
     fractions, regexes, UUIDs, sets, IP addresses, shared and string
     references), with right and wrong content, and unknown tags."""
     return st.builds(cbor2.CBORTag,
@@ -646,46 +651,74 @@ def nested(depth_and_leaf):
 
 DEEP = st.tuples(st.integers(1, 5000), st.sampled_from([b"\x81", b"\xa1\x01", b"\xc1", b"\x9f"]))
 
+#: A request whose head declares more than follows: byte and text strings,
+#: arrays and maps of up to 2^64 - 1 bytes or items, in every length width.
+_REQUEST_HEAD = b"\xa3" + b"".join(map(cbor2.dumps, ["lapps", 1, "method", "echo", "params"]))
+DECLARED = st.builds(
+    lambda major, width, length: _REQUEST_HEAD + bytes([major << 5 | 24 + width])
+    + (length % 256 ** (1 << width)).to_bytes(1 << width, "big"),
+    st.sampled_from([2, 3, 4, 5]), st.integers(0, 3), st.integers(2 ** 8, 2 ** 64 - 1))
 
-def check_decoding(nj, payload):
-    """What ``Instance.lapps_message`` does with a binary frame: a message
-    for Lua, or an error reply; nothing else may escape."""
-    try:
-        message = messages.decode(payload)
-        msg_type = messages.classify(message)
-        nj.to_lua(message)
-    except messages.InvalidInput as e:
-        reply = e.reply()
-        assert (e.code, e.message) in ((messages.PARSE_ERROR, "Parse error"),
-                                       (messages.INVALID_REQUEST, "Invalid request"))
-    except NlJsonError as e:
-        reply = messages.InvalidInput(messages.INVALID_REQUEST, "Invalid request", str(e)).reply()
+_pings = iter(range(1 << 62))
+
+
+def check_decoding(ws, payload):
+    """What the server answers a binary frame with: one reply, an error of
+    the spec's shape for bad input, or lprobe's echo of the message it got
+    classified; a ping sent after it is answered on the same connection."""
+    ping = next(_pings)
+    ws.send(payload)
+    ws.send(cbor2.dumps({"lapps": 1, "method": "classify", "params": ["ping", ping]}))
+    replies = []
+    while (reply := cbor2.loads(ws.recv(timeout=20))) != {
+            "cid": 0, "status": 1, "result": [4, "classify", ["ping", ping]]}:
+        replies.append(reply)
+    assert len(replies) == 1, replies
+    reply, = replies
+    assert messages.outbound_problem(reply) is None, reply
+    assert reply["cid"] == 0
+    if reply["status"] == 0:
+        error = reply["error"]
+        assert (error["code"], error["message"]) in ((messages.PARSE_ERROR, "Parse error"),
+                                                     (messages.INVALID_REQUEST, "Invalid request"))
+        assert isinstance(error["data"], str) and 0 < len(error["data"]) <= messages.MAX_DATA
     else:
-        assert msg_type == (1 if "cid" in message else 3) + (
+        message = cbor2.loads(payload)
+        assert reply["result"][0] == (1 if "cid" in message else 3) + (
             isinstance(message.get("params"), list) and len(message["params"]) > 0)
-        return
-    decoded = cbor2.loads(reply)
-    assert messages.outbound_problem(decoded) is None, decoded
-    assert decoded["cid"] == 0 and decoded["status"] == 0
-    assert isinstance(decoded["error"]["data"], str)
 
 
-@given(payload=st.binary(max_size=200) | st.builds(nested, DEEP))
+def shared_bomb(levels):
+    """A request of a few bytes per level whose params, shared references
+    expanded, hold 2^levels strings: level n + 1 is [level n, level n]."""
+    items = [b"\xd8\x1c" + cbor2.dumps("x" * 100)]
+    items += [b"\xd8\x1c\x82" + 2 * (b"\xd8\x1d" + cbor2.dumps(n)) for n in range(levels)]
+    return _REQUEST_HEAD + b"\x98" + bytes([len(items)]) + b"".join(items)
+
+
+@given(payload=st.binary(max_size=200) | st.builds(nested, DEEP) | DECLARED)
+@example(payload=shared_bomb(60))
+@example(payload=b"\x81" * 100_000 + b"\x01")
+@example(payload=_REQUEST_HEAD + b"\x5b" + b"\xff" * 8)
 @fuzz(200)
-def test_decoder_on_random_bytes(nj, payload):
-    check_decoding(nj, payload)
+def test_decoder_on_random_bytes(served, lapps_ws, payload):
+    check_decoding(lapps_ws, payload)
+    served.example_done()
 
 
 @given(value=LAPPS_MAPS | VALUES,
        edit=st.none() | st.tuples(st.integers(0, 300), st.binary(max_size=3)))
+@example(value={"lapps": 1, "method": "echo", "params": [10 ** 5000]}, edit=None)  # found
+@example(value={"lapps": 1, "method": "echo", "params": [-10 ** 4093]}, edit=None)  # found
 @fuzz(150)
-def test_decoder_on_cbor_values(nj, value, edit):
+def test_decoder_on_cbor_values(served, lapps_ws, value, edit):
     """Whole CBOR items, and the same with a few bytes changed or cut."""
     payload = cbor2.dumps(value)
     if edit is not None:
         at, data = edit
         payload = payload[:at] + data + payload[at + len(data):] if data else payload[:at]
-    check_decoding(nj, payload)
+    check_decoding(lapps_ws, payload)
+    served.example_done()
 
 
 # ================================================================= the config loader

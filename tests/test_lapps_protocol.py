@@ -89,6 +89,90 @@ def test_undecodable_cbor_gets_32700_on_cid_0(server, payload):
     assert replies[1] == ok(3, "classify", "none")
 
 
+def with_params(item: bytes) -> bytes:
+    """A classify request whose params are the raw CBOR ``item``."""
+    return b"\xa3" + b"".join(map(cbor2.dumps, ["lapps", 1, "method", "classify", "params"])) + item
+
+
+def nested_list(depth):
+    value = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def error(code, data):
+    return {"cid": 0, "status": 0, "error": {
+        "code": code, "message": {-32700: "Parse error", -32600: "Invalid request"}[code],
+        "data": data}}
+
+
+async def exchange_settled(server, *frames, replies=None):
+    """As :func:`exchange`, then wait until the server has logged the
+    client's close: everything the frames made it log is logged by then."""
+    async with websockets.connect(server.url("/lprobe"), max_size=None) as ws:
+        port = ws.transport.get_extra_info("sockname")[1]
+        for frame in frames:
+            await ws.send(frame)
+        answers = [cbor2.loads(await ws.recv())
+                   for _ in range(len(frames) if replies is None else replies)]
+    server.wait_for(rf":{port} on /lprobe \(handler \d+\) closed: code 1000")
+    return answers
+
+
+@pytest.mark.parametrize("payload, reply", [
+    (msg(lapps=1, method="classify", params=[10 ** 5000]),
+     error(-32700, "CBOR tags are not accepted (tag 2)")),
+    (msg(lapps=1, method="classify", params=[-10 ** 4093]),
+     error(-32700, "CBOR tags are not accepted (tag 3)")),
+    (with_params(b"\x81\xc1\x01"), error(-32700, "CBOR tags are not accepted (tag 1)")),
+    (with_params(b"\xd8\x1c\x81\xd8\x1d\x00"), error(-32700, "CBOR tags are not accepted (tag 28)")),
+    (with_params(b"\xdb" + b"\xff" * 8 + b"\x01"),
+     error(-32700, f"CBOR tags are not accepted (tag {2 ** 64 - 1})")),
+    (b"\x81" * 100_000 + b"\x01",
+     error(-32700, "not CBOR: maximum container nesting depth (400) exceeded")),
+    (with_params(b"\x5b" + b"\xff" * 8), error(
+        -32700, "not CBOR: premature end of stream (expected to read at least 65536 bytes, "
+                "got 0 instead)")),
+    (with_params(b"\x81\x62\xff\xfe"), error(-32700, "not CBOR: error decoding text string")),
+    (with_params(b"\x81\xa1\x01\x02"), error(-32600, "object keys must be strings, got int")),
+    (with_params(b"\x81\xf7"), error(-32600, "cannot convert UndefinedType to JSON")),
+    (msg(lapps=1, method="classify", params=[float("nan"), float("inf"), 2 ** 64 - 1]),
+     ok(4, "classify", [None, None, float(2 ** 64 - 1)])),
+    (with_params(b"\x81" * 398 + b"\x01"), ok(4, "classify", nested_list(398))),
+], ids=["bignum-5000-digits", "negative-bignum-4094-digits", "date", "shared-reference",
+        "tag-2^64-1", "nested-100000-deep", "declared-2^64-bytes", "invalid-utf-8",
+        "integer-map-key", "undefined", "non-finite-and-u64", "nested-399-deep"])
+def test_hostile_cbor_gets_its_answer_and_the_log_stays_clean(server, payload, reply):
+    """Whatever the bytes, one reply that quotes nothing of them, and the
+    connection still serves the next request."""
+    replies = run(exchange_settled(server, payload, msg(lapps=1, method="classify")))
+    assert replies == [reply, ok(3, "classify", "none")]
+    assert server.bad_lines() == []
+
+
+def test_200_bignums_get_200_replies_and_no_traceback(server):
+    bignum = msg(lapps=1, method="classify", params=[10 ** 5000])
+    replies = run(exchange_settled(server, *[bignum] * 200, msg(lapps=1, method="classify")))
+    assert replies == [error(-32700, "CBOR tags are not accepted (tag 2)")] * 200 \
+        + [ok(3, "classify", "none")]
+    assert server.bad_lines() == []
+
+
+def test_lua_values_that_cannot_be_sent_are_refused_in_one_line(server):
+    """ws:send of a table holding itself or of bytes that are not UTF-8
+    returns false and the reason; nljson.from_cbor of a tag raises."""
+    invalid_message = "An attempt to send an invalid LAppS-protocol message: "
+    replies = run(exchange_settled(server, msg(lapps=1, method="unsendable")))
+    assert replies == [ok(
+        ["false", invalid_message + "nljson: a table nested more than 1000 levels deep "
+                                    "(or holding itself) cannot be converted"],
+        ["false", invalid_message + "string is not valid UTF-8"],
+        ["false", invalid_message + "string is not valid UTF-8"],
+        ["false", "nljson.from_cbor: CBOR tags are not accepted (tag 2)"])]
+    assert server.bad_lines() == []
+
+
 def test_a_text_frame_closes_1003_and_others_are_served(server):
     async def go():
         async with websockets.connect(server.url("/lprobe")) as bystander:

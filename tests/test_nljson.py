@@ -455,6 +455,32 @@ def test_from_cbor_errors_are_lua_errors(lua, hexdata):
     assert "nljson.from_cbor" in error
 
 
+def test_from_cbor_refuses_tags_as_the_wire_does(lua):
+    ok, error = ok_and_error(lua, "return nljson.from_cbor(...)", cbor2.dumps(10 ** 5000))
+    assert not ok and error.endswith("nljson.from_cbor: CBOR tags are not accepted (tag 2)")
+
+
+def test_decode_of_text_nested_past_the_lua_stack_names_it(lua):
+    ok, error = ok_and_error(lua, "return nljson.decode(string.rep('[', 100000))")
+    assert (ok, error) == (False, "nljson.decode: parse error: nested too deeply")
+
+
+def test_a_table_holding_itself_is_a_one_line_error(lua):
+    ok, error = ok_and_error(lua, """
+        local t = {}; t.again = t
+        local o = nljson.decode('{}'); o.t = t""")
+    assert not ok
+    assert error == ("nljson: a table nested more than 1000 levels deep (or holding itself) "
+                     "cannot be converted")
+
+
+def test_python_sees_one_line_for_a_table_holding_itself(nj, lua):
+    cyclic = lua("local t = {}; t[1] = t; return t")
+    with pytest.raises(NlJsonError, match=r"^nljson: a table nested more than 1000 levels deep "
+                                          r"\(or holding itself\) cannot be converted$"):
+        nj.to_python(cyclic)
+
+
 def test_from_cbor_needs_a_string(lua):
     ok, error = ok_and_error(lua, "return nljson.from_cbor(5 > 3)")
     assert not ok and "string expected" in error

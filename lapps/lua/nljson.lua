@@ -32,6 +32,9 @@ Choices where the spec is silent or says "undefined" (LAppS issue list §11.14)
     container (in nlohmann they would see the new value).
   * Strings that are not valid UTF-8 can be stored (Lua strings are bytes);
     encode, tostring, to_cbor and the conversion to Python raise on them.
+  * Lua table conversion refuses tables nested more than 1000 levels (a table
+    holding itself among them) with a one-line error; decode says "nested too
+    deeply" for text nested past the Lua stack.
   * Lua table conversion: keys that are all integers >= 1 make an array whose
     length is the largest key, holes becoming null; an empty table is [].
     Otherwise an object: string keys are kept, number keys are stringified as in
@@ -64,10 +67,10 @@ Choices where the spec is silent or says "undefined" (LAppS issue list §11.14)
     nlohmann's layout ("key": value, one member per line, [] and {} for empty).
   * to_cbor writes integral numbers in [-2^63, 2^63) as CBOR integers, other
     finite numbers as 64-bit floats (the spec's §11.10 alternative), NaN and
-    infinities as null, maps with sorted keys. from_cbor rejects trailing
-    bytes, non-string map keys, undefined and other simple values, and tags
-    cbor2 does not turn into a number (bignums become numbers); byte strings
-    become Lua strings.
+    infinities as null, maps with sorted keys. from_cbor reads CBOR as the
+    LAppS protocol reads client messages: it rejects trailing bytes, every
+    tag (as nlohmann's from_cbor), non-string map keys, and undefined and
+    other simple values; byte strings become Lua strings.
 ]]
 
 local py_to_cbor, py_from_cbor = ...
@@ -153,7 +156,16 @@ end
 
 local import
 
-local function import_table(t)
+-- Deeper Lua tables are refused: a table that holds itself would otherwise
+-- recurse until the Lua stack overflows (the wire takes 400 levels of CBOR).
+local MAX_IMPORT_DEPTH = 1000
+
+local function import_table(t, depth)
+  if depth > MAX_IMPORT_DEPTH then
+    error("nljson: a table nested more than " .. MAX_IMPORT_DEPTH
+          .. " levels deep (or holding itself) cannot be converted", 0)
+  end
+  depth = depth + 1
   local count, max, all_int = 0, 0, true
   for k in next, t do
     count = count + 1
@@ -169,23 +181,23 @@ local function import_table(t)
     local a = setmetatable(new_tab(max, 0), ARR)
     for i = 1, max do
       local x = t[i]
-      if x == nil then a[i] = NULL else a[i] = import(x) end
+      if x == nil then a[i] = NULL else a[i] = import(x, depth) end
     end
     return a
   end
   local o = setmetatable({}, OBJ)
   for k, x in next, t do
     local tk = type(k)
-    if tk == "string" then o[k] = import(x)
-    elseif tk == "number" then o[number_key(k)] = import(x) end
+    if tk == "string" then o[k] = import(x, depth)
+    elseif tk == "number" then o[number_key(k)] = import(x, depth) end
   end
   return o
 end
 
-function import(v)
+function import(v, depth)
   local t = type(v)
   if t == "string" or t == "number" or t == "boolean" then return v end
-  if t == "table" then return import_table(v) end
+  if t == "table" then return import_table(v, depth or 0) end
   if t == "userdata" then
     local node = node_of(v)
     if node ~= nil then return copy(node) end
@@ -560,7 +572,12 @@ function parse_value(s, i)
 end
 
 local function decode_text(s)
-  local v, i = parse_value(s, 1)
+  local ok, v, i = pcall(parse_value, s, 1)
+  if not ok then
+    -- the parser recurses per level: thousands of them exhaust the Lua stack
+    if v == "stack overflow" then v = "nljson.decode: parse error: nested too deeply" end
+    error(v, 0)
+  end
   if find(s, "[^ \t\n\r]", i) then parse_error(s, i, "unexpected trailing characters") end
   return v
 end

@@ -21,12 +21,13 @@ on the development machine: ~3 us each way. Command::
     print(f(lambda: nj.to_lua(m)), f(lambda: nj.to_python(u)))'
 """
 
-import io
 import math
 from pathlib import Path
 
 import cbor2
 from lupa.luajit21 import LuaError
+
+from lapps.protocols import messages
 
 _SOURCE = Path(__file__).with_name("nljson.lua").read_bytes()
 
@@ -48,6 +49,11 @@ def _reason(error):
     return str(error)
 
 
+def _lua_reason(error):
+    """A Lua error's message without the traceback lupa appends."""
+    return str(error).partition("\nstack traceback:")[0]
+
+
 class NlJsonError(ValueError):
     """A value cannot be converted between Python and nljson."""
 
@@ -58,8 +64,9 @@ def _number(x):
         return x
     try:
         return float(x)
-    except OverflowError:
-        raise NlJsonError(f"integer {x} is too large for a JSON number") from None
+    except OverflowError:  # not its digits: they may be thousands (and str() refuses)
+        raise NlJsonError(f"integer of {x.bit_length()} bits is too large for a JSON number") \
+            from None
 
 
 def _flatten(value, append, obj, arr, null, type=type, str=str, int=int, float=float,
@@ -173,7 +180,7 @@ class NlJson:
             try:
                 return _loads(self._to_cbor(value))
             except LuaError as e:           # e.g. a value of another runtime
-                raise NlJsonError(str(e)) from None
+                raise NlJsonError(_lua_reason(e)) from None
             except cbor2.CBORDecodeError as e:
                 raise NlJsonError(_reason(e)) from None
         if value is None or value is True or value is False:
@@ -199,7 +206,7 @@ class NlJson:
         try:
             data = self._to_cbor(value)
         except LuaError as e:
-            raise NlJsonError(str(e)) from None
+            raise NlJsonError(_lua_reason(e)) from None
         try:
             return _loads(data), len(data)
         except cbor2.CBORDecodeError as e:
@@ -224,17 +231,16 @@ class NlJson:
         except cbor2.CBORDecodeError as e:
             return None, _reason(e).encode()
         except Exception as e:  # reported to Lua as an error, never raised through it
-            return None, f"{type(e).__name__}: {e}".encode()
+            return None, messages.shortened(f"{type(e).__name__}: {e}").encode()
 
     def _py_from_cbor(self, data):
+        # Decoded as the LAppS protocol decodes client messages: no tags.
         try:
-            stream = io.BytesIO(data)
-            value = cbor2.CBORDecoder(stream).decode()
-            if stream.tell() != len(data):
-                return None, b"unexpected data after the CBOR item"
-            return self._table_from(self._flat(value))
-        except Exception as e:
-            return None, f"{type(e).__name__}: {e}".encode()
+            return self._table_from(self._flat(messages.decode(data)))
+        except (messages.InvalidInput, NlJsonError) as e:
+            return None, messages.shortened(str(e)).encode()
+        except Exception as e:  # reported to Lua as an error, never raised through it
+            return None, messages.shortened(f"{type(e).__name__}: {e}").encode()
 
 
 def install(runtime):

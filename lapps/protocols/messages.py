@@ -21,11 +21,22 @@ CN, CN_WITH_PARAMS, REQUEST, REQUEST_WITH_PARAMS = 1, 2, 3, 4
 
 PARSE_ERROR, INVALID_REQUEST = -32700, -32600
 
+#: The most characters of an error reply's ``data``: the reasons name what
+#: is wrong, but one may quote input (a cbor2 message), and a reply to bad
+#: input must not echo it back at length.
+MAX_DATA = 200
+
+
+def shortened(text: str, limit: int = MAX_DATA) -> str:
+    """``text``, cut to ``limit`` characters with "…" where it was cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
 
 class InvalidInput(Exception):
     """An inbound message that gets an error reply instead of reaching Lua."""
 
     def __init__(self, code, message, data):
+        data = shortened(data)
         super().__init__(data)
         self.code, self.message, self.data = code, message, data
 
@@ -42,13 +53,41 @@ def _invalid(reason):
     return InvalidInput(INVALID_REQUEST, "Invalid request", reason)
 
 
+class _TagRefused(ValueError):
+    """A tag in client CBOR; cbor2 wraps it in its decode error."""
+
+
+def _refuse(decoder, tag):
+    raise _TagRefused(tag.tag)
+
+
+class _NoTags(dict):
+    """cbor2's ``semantic_decoders``, refusing every tag: LAppS decoded with
+    nlohmann's ``from_cbor``, which takes none. cbor2 would otherwise turn
+    client bytes into bignums of any size, dates, regexes, sets and shared
+    references (a few bytes that expand exponentially)."""
+
+    def __missing__(self, tag):
+        raise _TagRefused(tag)
+
+
+_NO_TAGS = _NoTags()
+
+
+def _parse_error(error) -> str:
+    if isinstance(error.__cause__, _TagRefused):
+        return f"CBOR tags are not accepted (tag {error.__cause__.args[0]})"
+    return f"not CBOR: {error}"
+
+
 def decode(payload: bytes):
-    """One CBOR item, nothing after it; :class:`InvalidInput` (-32700) if not."""
+    """One CBOR item without tags, nothing after it; :class:`InvalidInput`
+    (-32700) if not."""
     stream = io.BytesIO(payload)
     try:
-        value = cbor2.CBORDecoder(stream).decode()
+        value = cbor2.CBORDecoder(stream, semantic_decoders=_NO_TAGS, tag_hook=_refuse).decode()
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as e:
-        raise InvalidInput(PARSE_ERROR, "Parse error", f"not CBOR: {e}") from None
+        raise InvalidInput(PARSE_ERROR, "Parse error", _parse_error(e)) from None
     if stream.tell() != len(payload):
         raise InvalidInput(PARSE_ERROR, "Parse error", "data after the CBOR item")
     return value

@@ -11,7 +11,9 @@ local methods = {}
 function methods.classify(handler, msg_type, message)
   local params = message.params
   if params == nil then params = "none" end
-  return result(handler, { msg_type, message.method, params })
+  local ok, err = result(handler, { msg_type, message.method, params })
+  -- params it cannot send back (a byte string that is not UTF-8): say why
+  return ok or result(handler, { msg_type, message.method, err })
 end
 
 function methods.sleep(handler, msg_type, message)
@@ -78,6 +80,20 @@ function methods.globals(handler, msg_type, message)
   local seen = {}
   for i, name in ipairs(names) do seen[i] = name .. "=" .. type(_G[name]) end
   return result(handler, seen)
+end
+
+function methods.unsendable(handler, msg_type, message)
+  -- what ws:send and nljson.from_cbor answer for values they cannot take
+  local cyclic = {}
+  cyclic.again = cyclic
+  local outcomes = {}
+  for i, value in ipairs({ cyclic, "\255", { ["\255"] = 1 } }) do
+    local ok, err = ws:send(handler, { cid = 0, status = 1, result = { value } })
+    outcomes[i] = { tostring(ok), err }
+  end
+  local ok, err = pcall(nljson.from_cbor, "\194\65\1") -- a bignum: tag 2, then h'01'
+  outcomes[#outcomes + 1] = { tostring(ok), err }
+  return result(handler, outcomes)
 end
 
 function lprobe.onStart() end
