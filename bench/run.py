@@ -273,8 +273,9 @@ class Ctx:
         return ["taskset", "-c", str(cpu)] if cpu is not None else []
 
 
-def lapps_echo_argv(ctx, port, tls, fast_path=True):
-    server = {"ip": "127.0.0.1", "port": port, "tls": tls, "fast_path": fast_path}
+def lapps_echo_argv(ctx, port, tls, fast_path=True, extra=None):
+    """twistd on a config of echo.lua; ``extra``: more keys of its server section."""
+    server = {"ip": "127.0.0.1", "port": port, "tls": tls, "fast_path": fast_path, **(extra or {})}
     if tls:
         server["tls_certificates"] = ctx.certs
     config = {"server": server,

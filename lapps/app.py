@@ -21,6 +21,7 @@ from lapps import admin, bus, config as configuration, metrics, tls
 from lapps.bus import BusUnavailable
 from lapps.deadline import within
 from lapps.lua.runtime import LuaStartError
+from lapps.protocols import quiet_handshake
 from lapps.protocols.fastpath import LISTEN_BACKLOG, CoalescingClock, EagerTCPServerEndpoint
 from lapps.protocols.server import LAppSServerFactory
 from lapps.protocols.stdtls import StdTLSFactory
@@ -189,6 +190,8 @@ class LAppSService(MultiService):
         self.factory = LAppSServerFactory(_routes(self.lua_services), self.connections,
                                           self.broadcasts, acl=self.acl)
         self.factory.fast_path = server["fast_path"]
+        if server["fast_path"]:
+            quiet_handshake.install()
         scheme = "wss" if server["tls"] else "ws"
         self.server_tls = tls.ServerTLS(_server_tls(cfg)) if server["tls"] else None
         endpoint = worker.endpoint(server, reactor) if worker else _endpoint(server, reactor)

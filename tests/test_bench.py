@@ -47,6 +47,25 @@ def test_smoke_run_reports_the_servers_and_the_lua_benchmark_against_both_echoes
         assert row["msgs_per_s_median"] > 0 and row["cpu_us_per_msg_median"] > 0
 
 
+def test_connection_workload_opens_every_connection_and_reports_its_cost(tmp_path):
+    """bench/connections.py --smoke: 200 idle upgrades to lapps and echosrv."""
+    out = tmp_path / "connections.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "connections.py"), "--smoke",
+                             "--servers", "lapps-ws,lapps-wss,echosrv", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| server | server CPU-µs per handshake |")
+    assert [row.split(" |")[0] for row in rows[1:]] == ["| lapps-ws", "| lapps-wss", "| echosrv"]
+    data = json.loads(out.read_text())
+    for run in data["runs"]:
+        assert run["connected"] == run["conns"] == 200 and run["failed"] == 0, run
+        assert run["server_cpu_s"] > 0 and run["wall_s"] > 0
+    for row in data["table"]:
+        assert row["all_connected"] and row["cpu_us_per_handshake"] > 0, row
+        assert row["handshakes_per_s"] > 0 and row["kib_per_connection"] > 0
+
+
 def test_lua_call_times_the_echo_services_call():
     """bench/lua_call.py runs echo.lua's onMessage through the dispatcher
     and ws:send (it checks the call's outcome itself) and reports a time."""

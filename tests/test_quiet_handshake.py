@@ -1,0 +1,83 @@
+"""Autobahn's per-connection pretty-print of its options, skipped while
+debug logging is off (lapps/protocols/quiet_handshake.py), on real
+Autobahn protocols over Twisted's in-memory transport."""
+
+import pprint
+
+import pytest
+import txaio
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket import protocol
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+
+from lapps.protocols import quiet_handshake
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """The quiet pformat installed over a stock one that records its calls."""
+    calls = []
+
+    def stock(obj, *args, **kwargs):
+        calls.append(obj)
+        return pprint.pformat(obj, *args, **kwargs)
+
+    caller = quiet_handshake._checked_caller()
+    assert caller is not None, "this Autobahn's _connectionMade no longer calls pformat"
+    monkeypatch.setattr(protocol, "pformat", quiet_handshake._quiet_for(caller, stock=stock))
+    yield calls
+    txaio.set_global_log_level("info")
+
+
+def connect():
+    factory = WebSocketServerFactory()
+    factory.protocol = WebSocketServerProtocol
+    proto = factory.buildProtocol(None)
+    proto.makeConnection(StringTransport())
+    return proto
+
+
+def test_a_new_connection_skips_the_pretty_print_with_debug_off(recorded):
+    txaio.set_global_log_level("info")
+    proto = connect()
+    assert recorded == []
+    assert proto.openHandshakeTimeout == WebSocketServerFactory().openHandshakeTimeout
+
+
+def test_with_debug_on_the_options_are_pretty_printed_as_before(recorded):
+    txaio.set_global_log_level("debug")
+    connect()
+    assert len(recorded) == 1 and ("openHandshakeTimeout", 5, "WebSocketServerFactory") \
+        in recorded[0]
+
+
+def test_other_callers_still_get_pretty_printed_text(recorded):
+    timings = protocol.Timings()
+    timings.track("open")
+    assert str(timings).startswith("{'open': ") and len(recorded) == 1
+
+
+def test_an_autobahn_that_does_not_call_pformat_is_left_alone(monkeypatch):
+    def connection_made(self):  # another Autobahn's: no pformat in it
+        return None
+
+    monkeypatch.setattr(protocol.WebSocketProtocol, "_connectionMade", connection_made)
+    stock = protocol.pformat
+    monkeypatch.setattr(protocol, "pformat", pprint.pformat)
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        assert quiet_handshake.install() is False
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert protocol.pformat is pprint.pformat
+    assert [e["lapps_quiet"] for e in events if e.get("lapps_event") == "protocols.quiet_handshake"] \
+        == [False]
+    monkeypatch.setattr(protocol, "pformat", stock)
+
+
+def test_install_is_idempotent(monkeypatch):
+    monkeypatch.setattr(protocol, "pformat", pprint.pformat)
+    assert quiet_handshake.install() and quiet_handshake.install()
+    assert protocol.pformat.quiet and protocol.pformat is not pprint.pformat
