@@ -26,8 +26,9 @@ def recorded(monkeypatch):
     caller = quiet_handshake._checked_caller()
     assert caller is not None, "this Autobahn's _connectionMade no longer calls pformat"
     monkeypatch.setattr(protocol, "pformat", quiet_handshake._quiet_for(caller, stock=stock))
+    level = txaio.get_global_log_level()
     yield calls
-    txaio.set_global_log_level("info")
+    txaio.set_global_log_level(level)
 
 
 def connect():
@@ -63,7 +64,6 @@ def test_an_autobahn_that_does_not_call_pformat_is_left_alone(monkeypatch):
         return None
 
     monkeypatch.setattr(protocol.WebSocketProtocol, "_connectionMade", connection_made)
-    stock = protocol.pformat
     monkeypatch.setattr(protocol, "pformat", pprint.pformat)
     events = []
     globalLogPublisher.addObserver(events.append)
@@ -72,9 +72,8 @@ def test_an_autobahn_that_does_not_call_pformat_is_left_alone(monkeypatch):
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert protocol.pformat is pprint.pformat
-    assert [e["lapps_quiet"] for e in events if e.get("lapps_event") == "protocols.quiet_handshake"] \
-        == [False]
-    monkeypatch.setattr(protocol, "pformat", stock)
+    said = [e for e in events if e.get("lapps_event") == "protocols.quiet_handshake"]
+    assert [e["lapps_quiet"] for e in said] == [False]
 
 
 def test_install_is_idempotent(monkeypatch):

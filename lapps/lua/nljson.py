@@ -237,8 +237,8 @@ class NlJson:
         # Decoded as the LAppS protocol decodes client messages: no tags.
         try:
             return self._table_from(self._flat(messages.decode(data)))
-        except (messages.InvalidInput, NlJsonError) as e:
-            return None, messages.shortened(str(e)).encode()
+        except (messages.InvalidInput, NlJsonError) as e:  # short reasons already
+            return None, str(e).encode()
         except Exception as e:  # reported to Lua as an error, never raised through it
             return None, messages.shortened(f"{type(e).__name__}: {e}").encode()
 

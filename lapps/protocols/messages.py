@@ -57,15 +57,12 @@ class _TagRefused(ValueError):
     """A tag in client CBOR; cbor2 wraps it in its decode error."""
 
 
-def _refuse(decoder, tag):
-    raise _TagRefused(tag.tag)
-
-
 class _NoTags(dict):
     """cbor2's ``semantic_decoders``, refusing every tag: LAppS decoded with
     nlohmann's ``from_cbor``, which takes none. cbor2 would otherwise turn
     client bytes into bignums of any size, dates, regexes, sets and shared
-    references (a few bytes that expand exponentially)."""
+    references (a few bytes that expand exponentially). cbor2 asks it for
+    every tag, its own ones and unknown ones alike."""
 
     def __missing__(self, tag):
         raise _TagRefused(tag)
@@ -85,7 +82,7 @@ def decode(payload: bytes):
     (-32700) if not."""
     stream = io.BytesIO(payload)
     try:
-        value = cbor2.CBORDecoder(stream, semantic_decoders=_NO_TAGS, tag_hook=_refuse).decode()
+        value = cbor2.CBORDecoder(stream, semantic_decoders=_NO_TAGS).decode()
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as e:
         raise InvalidInput(PARSE_ERROR, "Parse error", _parse_error(e)) from None
     if stream.tell() != len(payload):
