@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from lapps import admin, bus, config as configuration, metrics, tls
 from lapps.bus import BusUnavailable
 from lapps.deadline import within
+from lapps.deploy.deployer import Deployer
 from lapps.lua.runtime import LuaStartError
 from lapps.protocols import quiet_handshake
 from lapps.protocols.fastpath import LISTEN_BACKLOG, CoalescingClock, EagerTCPServerEndpoint
@@ -203,6 +204,11 @@ class LAppSService(MultiService):
             self.listener.tls_clock = CoalescingClock(reactor)
             self.listener.tls_factory = StdTLSFactory
         self.listener.setServiceParent(self)
+        # a worker deploys nothing: its supervisor does, and reloads it
+        self.deployer = None if worker else Deployer(lambda: self.config, self.reload, reactor,
+                                                     metrics.deploys)
+        if self.deployer is not None:
+            self.deployer.setServiceParent(self)
         self.watchdog = Watchdog(server["limits"]["stall_timeout"], server["shutdown_timeout"])
         self._configure_new_connections(cfg)
         self._reloading = DeferredLock()
@@ -288,6 +294,8 @@ class LAppSService(MultiService):
 
     @inlineCallbacks
     def _stop_all(self, drain_timeout, unstopped):
+        if self.deployer is not None:
+            yield self.deployer.stopService()
         self.listener.drain_timeout = min(self.listener.drain_timeout, drain_timeout)
         yield self.listener.stopService()
         yield _stop_in_dependency_order(self.lua_services, lambda s: s.stopService(), unstopped)

@@ -11,9 +11,10 @@ import ipaddress
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lapps import acl as network_acl, config_json, origin, tls
+from lapps.deploy import signature, state as deploy_state
 from lapps.bus.redis import address as bus_address
 from lapps.lua.modules import PRELOAD
 from lapps.schema import Anything, Array, MapOf, Nullable, Object, Problems, Scalar, describe, pointer
@@ -105,6 +106,19 @@ ADMIN = Object({
     "acl": ACL,
 })
 
+#: Hot deploy (lapps.deploy): what one archive may hold, who may sign it,
+#: and how long its service's module may take to load in the check.
+DEPLOY = Object({
+    "max_archive_bytes": Scalar(int, 64 * MiB, minimum=1024),
+    "max_unpacked_bytes": Scalar(int, 256 * MiB, minimum=1024),
+    "max_files": Scalar(int, 10000, minimum=1),
+    # base64 Ed25519 public keys; when any is set, an archive needs NAME.lar.sig from one
+    "trusted_keys": Array(Scalar(str, test=signature.is_public_key,
+                                 expect="an Ed25519 public key (base64 of 32 bytes)"),
+                          [], unique=True),
+    "check_timeout": Scalar(float, 60.0, test=lambda v: v > 0, expect="a number of seconds > 0"),
+})
+
 SERVER = Object({
     "listeners": Scalar(int, 2, minimum=0),
     "connection_weight": Scalar(float, 1.0, minimum=0),
@@ -144,6 +158,7 @@ SERVER = Object({
     "fast_path": Scalar(bool, True),
     "bus": BUS,
     "admin": ADMIN,
+    "deploy": DEPLOY,
 })
 
 SERVICE = Object({
@@ -225,6 +240,9 @@ class ServiceConfig:
     permessage_deflate: bool
     handler_timeout: float
     every_worker: bool
+    # the SHA-256 of the .lar it was deployed from (lapps.deploy): a new archive is a new
+    # version even with the same descriptor, so a reload restarts the service
+    archive_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +257,14 @@ class Config:
     key_file: str = ""
     ca_file: str = ""
     lua_path: str = field(default="", repr=False)
+    deploy_dir: str = ""   # watched for .lar archives when it exists (lapps.deploy)
+    tmp_dir: str = ""      # where archives are unpacked and checked
+    deployed: dict = field(default_factory=dict)  # lapps.deploy.state: name -> entry
+    # what the config was built from, before the deployed services were merged in
+    # (a deploy re-validates it with a new descriptor): see :func:`rebuild`
+    raw: dict = field(default_factory=dict, repr=False)
+    base_dir: str = ""
+    server_source: str = ""
 
 
 def _read_json(path: str, problems: Problems):
@@ -278,15 +304,21 @@ def load(path: str, environ=os.environ, check_certificates=True) -> Config:
 
 
 def from_dict(data, base_dir: str, source: str = "<config>", server_source: str | None = None,
-              environ=os.environ, check_certificates=True) -> Config:
+              environ=os.environ, check_certificates=True, deployed=None,
+              locations=None) -> Config:
     """Validate a configuration given as a dict (the one-file form, or without
     ``"server"`` for all server defaults). Relative paths resolve against
-    ``base_dir``; ``directories.applications`` against ``LAPPS_HOME`` if set."""
+    ``base_dir``; the ``directories`` against ``LAPPS_HOME`` if set.
+
+    The deployed services (``deployed``, else those of the deploy folder's
+    state file) are merged over ``services``; ``locations`` (name → folder)
+    puts a service's module somewhere other than the applications folder
+    (a deploy's check, before the move)."""
     problems = Problems()
     server_source = server_source or source
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: /: expected an object, got {describe(data)}"])
-    data = dict(data)
+    raw, data = data, dict(data)
     server_where = "/server" if server_source == source else ""
     server = SERVER.check(data.pop("server", {}), server_where, server_source, problems)
     for key in data:
@@ -299,11 +331,27 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
         raw_services = {}
 
     home = environ.get("LAPPS_HOME")
-    apps_dir = os.path.join(home or base_dir, directories["applications"])
+    apps_dir, deploy_dir, tmp_dir = (os.path.join(home or base_dir, directories[key])
+                                     for key in ("applications", "deploy", "tmp"))
+    if deployed is None:
+        try:
+            deployed = deploy_state.read(deploy_dir)
+        except ValueError as e:
+            problems.add(deploy_state.path(deploy_dir), "", str(e))
+            deployed = {}
+    raw_services = deploy_state.merged(raw_services, deployed)
     services = {}
     for name, desc in raw_services.items():
+        # a deployed service's problems point into the state file, where its descriptor is
+        origin_file, where = (deploy_state.path(deploy_dir),
+                              pointer(pointer("/services", name), "descriptor")) \
+            if name in deployed else (source, None)
         if isinstance(desc, dict):
-            services[name] = _service(name, desc, apps_dir, source, problems)
+            services[name] = _service(name, desc, apps_dir, origin_file, problems, where=where,
+                                      directory=(locations or {}).get(name))
+            if name in deployed:
+                services[name] = replace(
+                    services[name], archive_sha256=deployed[name].get("sha256"))
         else:
             problems.add(source, pointer("/services", name),
                          f"expected an object, got {describe(desc)}")
@@ -323,10 +371,28 @@ def from_dict(data, base_dir: str, source: str = "<config>", server_source: str 
 
     if problems.lines:
         raise ConfigError(problems.lines)
-    service_dirs = [os.path.join(apps_dir, name) for name in services]
+    service_dirs = [s.directory for s in services.values()]
     return Config(source=source, server=server, services=services, apps_dir=apps_dir,
                   cert_file=paths["cert"], key_file=paths["key"], ca_file=paths["ca"],
-                  lua_path=";".join(os.path.join(d, "?.lua") for d in service_dirs))
+                  lua_path=";".join(os.path.join(d, "?.lua") for d in service_dirs),
+                  deploy_dir=deploy_dir, tmp_dir=tmp_dir, deployed=deployed, raw=raw,
+                  base_dir=base_dir, server_source=server_source)
+
+
+def rebuild(config, deployed, locations=None, environ=os.environ):
+    """``config`` validated again from what it was built from, with other
+    deployed services (a deploy's check and its result)."""
+    return from_dict(config.raw, config.base_dir, config.source, config.server_source, environ,
+                     deployed=deployed, locations=locations)
+
+
+def check_descriptor(name, descriptor, directory, source):
+    """The problems of one deployed descriptor on its own (pointers inside
+    it), its module looked for in ``directory``."""
+    problems = Problems()
+    _service(name, descriptor, os.path.dirname(directory), source, problems, where="",
+             directory=directory)
+    return problems.lines
 
 
 def _check_bus(server, source, where, problems):
@@ -365,6 +431,11 @@ def _check_admin(server, source, where, problems):
 
 
 _LUA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def is_service_name(name):
+    """A service name is a Lua identifier: it names the module, its folder and a global."""
+    return bool(_LUA_NAME.match(name))
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 #: Headers of the handshake itself, which ``extra_headers`` may not replace.
 _HANDSHAKE_HEADERS = {"upgrade", "connection", "sec-websocket-accept",
@@ -381,8 +452,8 @@ def _check_headers(headers, source, where, problems):
             problems.add(source, pointer(where, name), "a header value cannot hold CR, LF or NUL")
 
 
-def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
-    where = pointer("/services", name)
+def _service(name, desc, apps_dir, source, problems, where=None, directory=None) -> ServiceConfig:
+    where = pointer("/services", name) if where is None else where
     if not _LUA_NAME.match(name):
         problems.add(source, where, "a service name must be a Lua identifier "
                      "(it names the module, its folder and a global)")
@@ -397,7 +468,7 @@ def _service(name, desc, apps_dir, source, problems) -> ServiceConfig:
         problems.add(source, pointer(where, "internal"),
                      'contradicts "standalone" (internal is its legacy name)')
     standalone = bool(checked[kind_key])
-    directory = os.path.join(apps_dir, name)
+    directory = directory or os.path.join(apps_dir, name)
     module = os.path.join(directory, f"{name}.lua")
     if not os.path.isfile(module):
         problems.add(source, where, f"no service module at {module}")

@@ -8,10 +8,11 @@ import sys
 from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
-from lapps import admin, config as configuration
+from lapps import admin, config as configuration, metrics
 from lapps import reactor as lapps_reactor
 from lapps.app import LAppSService
 from lapps.config import ConfigError
+from lapps.deploy.deployer import Deployer
 from lapps.systemd import SystemdNotifier
 from lapps.workers import reuseport
 
@@ -94,8 +95,11 @@ def makeService(options):
     served = options.service  # a single process has its admin listener inside
     if isinstance(served, LAppSService):  # its watchdog sees SIGTERM even with Lua stuck in C
         served.reactor.callWhenRunning(served.watchdog.watch_stop_signals)
-    else:  # a supervisor: around it
-        served = admin.for_supervisor(served)
+    else:  # a supervisor: around it; it deploys, and its reload reaches the workers
+        supervisor = served
+        served = admin.for_supervisor(supervisor)
+        Deployer(lambda: supervisor.config, lambda _config: supervisor.reload(),
+                 supervisor.reactor, metrics.supervisor_deploys).setServiceParent(top)
     served.setServiceParent(top)
     ReloadOnHangup(options.service).setServiceParent(top)
     SystemdNotifier(options.service.when_ready).setServiceParent(top)  # after: asks at start

@@ -326,6 +326,19 @@ BAD = [
                             + "[" * 100_000 + "]" * 100_000 + "}"), None, ("echo",),
                  [f"{E}: /services/echo/settings/deep" + "/0" * 60
                   + ": nested more than 64 levels deep"], id="nested-100000-deep"),
+    # hot deploy (lapps.deploy): its limits and keys, and the state file of the deploy folder
+    pytest.param(one_file(server={"deploy": {"trusted_keys": ["c2hvcnQ="], "max_files": 0}}),
+                 None, ("echo",),
+                 [f"{E}: /server/deploy/max_files: expected integer >= 1, got 0",
+                  f"{E}: /server/deploy/trusted_keys/0: expected an Ed25519 public key (base64 "
+                  'of 32 bytes), got string "c2hvcnQ="'], id="deploy-keys"),
+    pytest.param(one_file(), {"deploy/deployed.json": '{"services": []}'}, ("echo",),
+                 ["{dir}/deploy/deployed.json: /: not a lapps deploy state file"],
+                 id="deploy-state-unusable"),
+    pytest.param(one_file(), {"deploy/deployed.json": '{"services": {"echo": {"descriptor": '
+                              '{"name": "echo", "instances": -1}}}}'}, ("echo",),
+                 ["{dir}/deploy/deployed.json: /services/echo/descriptor/instances: expected "
+                  "integer >= 1, got -1"], id="deploy-state-merged-over-the-config"),
     # a service module that does not load: one line, luajit's file:line: message
     pytest.param(one_file({"echo": service("/echo")}),
                  {"apps/echo/echo.lua": "local echo = {}\nreturn echo,,\n"}, (),

@@ -43,7 +43,7 @@ def _when(seconds):
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
 
 
-def render(problems, services, workers, recent, now):
+def render(problems, services, workers, recent, now, deployed=()):
     """The whole page (str) for what a status reader and the recent events gave."""
     if problems:
         readiness = ('<p id="readiness" class="not-ready">not ready:</p><ul id="problems">'
@@ -68,6 +68,12 @@ def render(problems, services, workers, recent, now):
             [(("worker", w.index),
               [("number", w.index), ("number pid", w.pid), ("ready", "yes" if w.ready else "no"),
                ("number restarts", w.restarts)]) for w in workers])]
+    if deployed:
+        parts += ["<h2>Deployed</h2>", _table(
+            "deployed", ["service", "archive", "sha256", "deployed at"],
+            [(("service", d.name), [("name", d.name), ("archive", d.archive),
+                                    ("sha256", d.sha256), ("time", d.deployed_at)])
+             for d in deployed])]
     parts += [f"<h2>Recent warnings and errors ({len(recent)})</h2>", _table(
         "recent", ["time", "level", "event", "worker", "text"],
         [(("level", r.level),

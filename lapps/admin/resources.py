@@ -70,7 +70,8 @@ class StatusPage(_Leaf):
         request.setHeader(b"Referrer-Policy", b"no-referrer")
         status = self.status
         return page.render(status.problems(), status.services(), status.workers(),
-                           self.recent.newest_first(), time.time()).encode("utf-8")
+                           self.recent.newest_first(), time.time(),
+                           status.deployed()).encode("utf-8")
 
 
 def root(status, recent):

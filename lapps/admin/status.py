@@ -23,6 +23,21 @@ class ServiceRow:
 
 
 @dataclass(frozen=True)
+class DeployedRow:
+    name: str
+    archive: str
+    sha256: str       # of the archive file
+    deployed_at: str
+
+
+def deployed_rows(config):
+    """The services deployed from archives (lapps.deploy), by name."""
+    return [DeployedRow(name=name, archive=entry.get("archive"), sha256=entry.get("sha256"),
+                        deployed_at=entry.get("deployed_at"))
+            for name, entry in sorted(config.deployed.items())]
+
+
+@dataclass(frozen=True)
 class WorkerRow:
     index: int
     pid: int | None
@@ -82,6 +97,9 @@ class ProcessStatus:
     def workers(self):
         return []
 
+    def deployed(self):
+        return deployed_rows(self.lapps.config)
+
 
 class SupervisorStatus:
     """The status of a supervisor of worker processes (``lapps.workers``):
@@ -127,6 +145,9 @@ class SupervisorStatus:
         started = all(w.ready for w in self.supervisor.workers)
         return [_service_row(config.services[name], counts, started)
                 for name in services_to_start(config)]
+
+    def deployed(self):
+        return deployed_rows(self.supervisor.config)
 
     def workers(self):
         return [WorkerRow(index=w.index, pid=w.pid, ready=bool(w.ready), restarts=w.restarts)

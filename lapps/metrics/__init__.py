@@ -40,19 +40,20 @@ from twisted.logger import Logger
 from lapps.metrics import sources
 from lapps.metrics.definitions import (
     bcast_subscribers, bus_up, bytes_received, bytes_sent, close_codes_received,
-    close_codes_sent, config_reloads, connections_open, handler_seconds, handshakes,
+    close_codes_sent, config_reloads, connections_open, deploys, handler_seconds, handshakes,
     instance_rebuilds, lua_errors, lua_timeouts, memory_cap_hits, messages_received,
     messages_sent, mqr_depth, outbound_buffer, pam_logins, registry, supervisor_config_reloads,
-    supervisor_registry, worker_restarts)
+    supervisor_deploys, supervisor_registry, worker_restarts)
 from lapps.metrics.sources import latency_for, watch_broadcasts, watch_bus, watch_queues
 
 __all__ = [
     # the metrics (the hooks count with them; embedders may read them)
     "bcast_subscribers", "bus_up", "bytes_received", "bytes_sent", "close_codes_received",
-    "close_codes_sent", "config_reloads", "connections_open", "handler_seconds", "handshakes",
+    "close_codes_sent", "config_reloads", "connections_open", "deploys", "handler_seconds",
+    "handshakes",
     "instance_rebuilds", "lua_errors", "lua_timeouts", "memory_cap_hits", "messages_received",
     "messages_sent", "mqr_depth", "outbound_buffer", "pam_logins", "registry",
-    "supervisor_config_reloads", "supervisor_registry", "worker_restarts",
+    "supervisor_config_reloads", "supervisor_deploys", "supervisor_registry", "worker_restarts",
     # the hooks of the server's parts
     "watch_server", "watch_broadcasts", "watch_queues", "watch_bus", "latency_for",
     "handshake_result", "refused_at_accept", "connection_lost", "connection_closed",

@@ -74,9 +74,14 @@ _RELOADS = ("Configuration reloads (SIGHUP or reload()) by result: ok, or failed
             "workers the supervisor counts, by the file's validation")
 config_reloads = Counter("lapps_config_reloads", _RELOADS, ["result"], registry=registry)
 
+_DEPLOYS = ("Archives of the deploy folder by result: ok (the service runs the new "
+            "version), refused (kept as NAME.lar.failed beside NAME.lar.log)")
+deploys = Counter("lapps_deploys", _DEPLOYS, ["result"], registry=registry)
+
 supervisor_registry = CollectorRegistry(auto_describe=True)
 supervisor_config_reloads = Counter("lapps_config_reloads", _RELOADS, ["result"],
                                     registry=supervisor_registry)
+supervisor_deploys = Counter("lapps_deploys", _DEPLOYS, ["result"], registry=supervisor_registry)
 worker_restarts = Counter(
     "lapps_worker_restarts", "Worker processes restarted by the supervisor",
     registry=supervisor_registry)

@@ -40,7 +40,6 @@ runs the file as it is then (as a reloaded one does).
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 
@@ -51,6 +50,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from lapps import config as configuration, metrics
+from lapps.cli import check_in_child_process
 from lapps.bus.host.hub import Hub
 from lapps.deadline import within
 from lapps.workers import reuseport
@@ -78,18 +78,6 @@ def silence_limit(config):
         return None
     longest = max((s.handler_timeout for s in config.services.values()), default=1.0)
     return longest + stall + SILENCE_MARGIN
-
-
-def check_services(path):
-    """``lapps check`` in a child process (the supervisor loads no Lua):
-    :class:`ConfigError` with its lines if a module does not load, Redis
-    does not answer, ..."""
-    result = subprocess.run([sys.executable, "-m", "lapps.cli", "check", path],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = (result.stdout + result.stderr).splitlines()
-        raise configuration.ConfigError(lines or [f"{path}: lapps check exited "
-                                                  f"with {result.returncode}"])
 
 
 class Worker:
@@ -158,7 +146,7 @@ class Supervisor(Service):
                  f"{e.strerror or e}"]) from None
         self.port = self._reserved.getsockname()[1]
         try:
-            check_services(config.source)
+            check_in_child_process(config.source)
         except configuration.ConfigError:
             self._reserved.close()
             raise
