@@ -2,7 +2,7 @@
 """The connection workload: handshakes and idle connections, server by server.
 
     python3 bench/connections.py [--conns N] [--batch N] [--reps N]
-                                 [--servers a,b,...] [--out FILE]
+                                 [--servers a,b,...] [--smoke] [--name NAME | --out FILE]
 
 For each server of ``bench/run.py`` it measures (server pinned to one CPU,
 this client to the other, as in run.py):
@@ -16,8 +16,10 @@ this client to the other, as in run.py):
 Servers are the subset of run.py's that answer a plain upgrade on ``/echo``
 (lapps, bare Autobahn, nginx + lua-resty-websocket, echosrv). The client is
 asyncio with a canned upgrade request: its own cost is not measured, only
-the server's (/proc/<pid>/task/*/schedstat, /proc/<pid>/status). Results go to --out
-(default bench/connections.json) and a Markdown table to stdout.
+the server's (/proc/<pid>/task/*/schedstat, /proc/<pid>/status). Results go to
+bench/results/<name>.json (``connections`` for every server at the defaults;
+with "meta": date, commit, command, machine, versions) and bench/report.py's
+Markdown table of it to stdout.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import base64
 import json
 import os
 import resource
+import shutil
 import signal
 import ssl
 import statistics
@@ -35,6 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402 -- bench/report.py: the results file as Markdown
 import run as bench  # noqa: E402 -- bench/run.py: the servers, processes and CPU accounting
 
 SERVERS = ["lapps-ws", "lapps-wss", "autobahn", "autobahn-wss", "nginx-ws", "nginx-wss",
@@ -114,7 +118,7 @@ async def open_idle(port, tls, count, batch):
     return writers, failed
 
 
-def measure(ctx, procs, server, args):
+def measure(ctx, procs, server, rep, args):
     port = bench.free_port()
     if server.key.startswith("lapps"):
         argv = bench.lapps_echo_argv(ctx, port, server.tls, extra=UNLIMITED)
@@ -126,8 +130,13 @@ def measure(ctx, procs, server, args):
     try:
         bench.wait_listening(proc, port)
         time.sleep(0.5)  # past start-up work (Lua loading, TLS context)
-        return {"server": server.key, "conns": args.conns,
-                **asyncio.run(open_and_hold(port, server.tls, args, proc.pid))}
+        record = {"server": server.key, "rep": rep, "conns": args.conns,
+                  "command": ctx.pin(ctx.server_cpu) + argv,
+                  "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+        neighbours = bench.Neighbours(proc.pid)
+        record.update(asyncio.run(open_and_hold(port, server.tls, args, proc.pid)))
+        record.update(neighbours.done())  # over the handshakes and the second after
+        return record
     finally:
         procs.stop(proc)
 
@@ -166,19 +175,6 @@ def summarize(runs):
     return table
 
 
-def markdown(table, baseline="nginx-ws"):
-    base = {row["server"]: row for row in table}.get(baseline)
-    lines = ["| server | server CPU-µs per handshake | × nginx-ws | handshakes/s | "
-             "KiB per idle connection |", "|---|---:|---:|---:|---:|"]
-    for row in table:
-        ratio = f"{row['cpu_us_per_handshake'] / base['cpu_us_per_handshake']:.1f}" \
-            if base else "–"
-        mark = "" if row["all_connected"] else " (not all connected)"
-        lines.append(f"| {row['server']}{mark} | {row['cpu_us_per_handshake']:.0f} | {ratio} | "
-                     f"{row['handshakes_per_s']:.0f} | {row['kib_per_connection']:.1f} |")
-    return "\n".join(lines)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -191,7 +187,10 @@ def parse_args(argv=None):
     p.add_argument("--smoke", action="store_true", help="1 rep of 200 connections, "
                    + " and ".join(SMOKE) + " only")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
-    p.add_argument("--out", type=Path, default=bench.BENCH / "connections.json")
+    p.add_argument("--name", help="results file bench/results/NAME.json (default: connections "
+                   "for every server, else connections-<servers>; -<conns>conns, -batch<n> "
+                   "when not 5000 and 200; connections-smoke for --smoke)")
+    p.add_argument("--out", type=Path, help="results file path (overrides --name)")
     args = p.parse_args(argv)
     if args.smoke:
         args.reps, args.conns = 1, 200
@@ -202,12 +201,25 @@ def parse_args(argv=None):
         p.error(f"unknown server(s) {', '.join(unknown)}; known: {', '.join(SERVERS)}")
     known = {s.key: s for s in bench.SERVERS}
     args.selected = [known[k] for k in keys]
+    args.out = bench.results_path(args.out, args.name, default_name(args, keys))
     return args
+
+
+def default_name(args, keys):
+    if args.smoke:
+        return "connections-smoke"
+    name = "connections" if keys == SERVERS else "connections-" + "+".join(keys)
+    if args.conns != 5000:
+        name += f"-{args.conns}conns"
+    if args.batch != 200:
+        name += f"-batch{args.batch}"
+    return name
 
 
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, bench._terminate)
+    meta = bench.start_meta("connections.py", argv)
     limit = raise_fd_limit(2 * args.conns + 1000)
     if limit < 2 * args.conns + 100:
         args.conns = (limit - 100) // 2
@@ -219,6 +231,9 @@ def main(argv=None):
         cpus = bench.pick_cpus(args.no_pin)
         if cpus[1] is not None:
             os.sched_setaffinity(0, {cpus[1]})
+        else:
+            notes.append("server and client not pinned (fewer than 2 CPUs, no taskset, "
+                         "or --no-pin)")
         ctx = bench.Ctx(tmp, None, echosrv, cpus, {})
         servers = []
         for s in args.selected:
@@ -229,17 +244,25 @@ def main(argv=None):
                 servers.append(s)
         for rep in range(args.reps):
             for server in servers[rep % len(servers):] + servers[:rep % len(servers)]:
-                result = measure(ctx, procs, server, args)
-                bench.log(json.dumps(result))
+                result = measure(ctx, procs, server, rep, args)
+                bench.log(json.dumps({k: v for k, v in result.items() if k != "command"}))
                 runs.append(result)
     finally:
         procs.stop_all()
-    table = summarize(runs)
-    args.out.write_text(json.dumps({"runs": runs, "table": table, "notes": notes,
-                                    "conns": args.conns, "batch": args.batch}, indent=2))
-    print(markdown(table))
-    for note in notes:
-        print(f"\n{note}")
+        shutil.rmtree(tmp, ignore_errors=True)
+    git = meta["git"]
+    if git and git.get("commit") != bench.git_state().get("commit"):
+        notes.append(f"the checkout changed during the run ({git['short']} -> "
+                     f"{bench.git_state().get('short')}): lapps runs from it")
+    meta = bench.finish_meta(meta, bench.stack_versions(nginx=any(s.nginx for s in servers)))
+    bench.write_results(args.out, {
+        "workload": "connections", "name": args.out.stem, "meta": meta,
+        "settings": {"conns": args.conns, "batch": args.batch, "reps": args.reps,
+                     "server_cpu": cpus[0], "client_cpu": cpus[1],
+                     "servers": [s.key for s in args.selected]},
+        "notes": notes, "summary": summarize(runs), "runs": runs})
+    print(report.markdown(args.out), end="")
+    print(f"\n(results in {bench.display(args.out)})")
     return 0
 
 

@@ -2,13 +2,16 @@
 """The lapps benchmark: echo servers under wsbench, interleaved repetitions.
 
     python3 bench/run.py [--reps N] [--warmup S] [--duration S] [--size BYTES]
-                         [--conns N] [--servers a,b,...] [--smoke] [--out FILE]
+                         [--conns N] [--servers a,b,...] [--smoke]
+                         [--name NAME | --out FILE]
 
 Builds wsbench and echosrv from $LAPPS_SHARED/tools/loadgen (default
 REPO/../shared) in a temporary folder, installs the peer servers in
 bench/.venv, runs every server in turn (order rotated each repetition) with
 the server pinned to one CPU and wsbench to another, prints a Markdown table
-and writes every run to --out. See bench/README.md.
+and writes the results file, bench/results/<name>.json (every run, the
+summary, and "meta": date, commit, command, machine, versions), which
+bench/report.py renders. See bench/README.md.
 """
 
 import argparse
@@ -20,6 +23,7 @@ import platform
 import queue
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -616,24 +620,179 @@ def table(rows, kind):
     return "\n".join(out)
 
 
-def machine():
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    def git_out(*argv):
-        return subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True,
-                              check=True).stdout.strip()
+# --------------------------------------------------------------------------
+# The results file: bench/results/<name>.json, with the machine, versions and
+# date in "meta" (bench/report.py renders it as the README's tables).
 
-    git = {}
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        git = {"commit": git_out("rev-parse", "--short", "HEAD"),
-               "uncommitted_files": len(git_out("status", "--porcelain").splitlines())}
-    return {"nproc": os.cpu_count(), "cpu_model": model, "git": git,
-            "python": platform.python_version(), "kernel": platform.release(),
-            "loadavg_at_start": os.getloadavg()}
+RESULTS = BENCH / "results"
+LUA_KEYS = ["lua-ws", "lua-wss", "lua-ws-nginx", "lua-wss-nginx"]
+
+
+def results_path(out, name, default):
+    """``out`` if given, else bench/results/<name or default>.json."""
+    if out is not None:
+        return out
+    name = name or default
+    if not name or "/" in name or name.startswith("."):
+        raise SystemExit(f"--name {name!r}: a plain file name (no '/'), without .json")
+    return RESULTS / f"{name.removesuffix('.json')}.json"
+
+
+def default_name(args, all_keys):
+    """``echo`` for every server, ``lua-benchmark`` for the four lua-*
+    servers, else ``echo-<key>+<key>...``; ``-<size>B`` / ``-<conns>conns``
+    when those differ from the defaults; ``smoke`` for --smoke."""
+    if args.smoke:
+        return "smoke"
+    keys = [s.key for s in args.selected]
+    if keys == list(all_keys):
+        name = "echo"
+    elif sorted(keys) == sorted(LUA_KEYS):
+        name = "lua-benchmark"
+    else:
+        name = "echo-" + "+".join(keys)
+    if args.size != 1024:
+        name += f"-{args.size}B"
+    if args.conns != 100:
+        name += f"-{args.conns}conns"
+    return name
+
+
+def _git(*argv):
+    return subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def git_state():
+    """The checkout's commit and what is uncommitted in it (lapps runs from it)."""
+    try:
+        commit = _git("rev-parse", "HEAD").strip()
+        porcelain = _git("status", "--porcelain").splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    paths = sorted(line[3:] for line in porcelain if line.strip())
+    lapps = [p for p in paths if p.startswith("lapps/") or " -> lapps/" in p]
+    return {"commit": commit, "short": commit[:7], "dirty": bool(paths),
+            "uncommitted_files": len(paths), "uncommitted_in_lapps_files": len(lapps),
+            "uncommitted": paths[:50]}
+
+
+def _first(path, prefix, sep=":"):
+    """The value of the first line of a /proc or /etc file starting with ``prefix``."""
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(prefix) and sep in line:
+                return line.split(sep, 1)[1].strip().strip('"')
+    return None
+
+
+def machine():
+    """What the numbers were measured on."""
+    flags = _first("/proc/cpuinfo", "flags") or ""
+    mem = _first("/proc/meminfo", "MemTotal")
+    return {"cpu_model": _first("/proc/cpuinfo", "model name") or platform.processor() or "?",
+            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "virtual": "hypervisor" in flags.split(),
+            "mem_total_mib": int(mem.split()[0]) // 1024 if mem else None,
+            "kernel": platform.release(), "os": _first("/etc/os-release", "PRETTY_NAME", "="),
+            "arch": platform.machine()}
+
+
+def _version(dist):
+    import importlib.metadata
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def nginx_versions():
+    """nginx's own version, its Lua module's package and lua-resty-websocket's."""
+    out = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        text = subprocess.run(["nginx", "-v"], capture_output=True, text=True, timeout=10).stderr
+        m = re.search(r"nginx/(\S+)", text)
+        out["nginx"] = m.group(1) if m else text.strip() or None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        result = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-http-lua"],
+                                capture_output=True, text=True, timeout=10)
+        if result.returncode == 0 and result.stdout:
+            out["libnginx-mod-http-lua"] = result.stdout.strip()
+    protocol = (SHARED / "peers" / "lua-resty-websocket" / "lib" / "resty" / "websocket"
+                / "protocol.lua")
+    with contextlib.suppress(OSError):
+        m = re.search(r"_VERSION\s*=\s*['\"]([^'\"]+)", protocol.read_text())
+        out["lua-resty-websocket"] = m.group(1) if m else None
+    return out
+
+
+def stack_versions(nginx=False, peers=None):
+    """The Python stack lapps runs on (the harness's, which the lapps and
+    Autobahn servers use), LuaJIT as lupa loads it, OpenSSL, the load
+    generator's sources, nginx's when it runs, and bench/.venv's peers."""
+    import ssl
+    out = {"python": f"{platform.python_implementation()} {platform.python_version()}",
+           "lapps": _version("lapps"), "twisted": _version("twisted"),
+           "autobahn": _version("autobahn"), "txaio": _version("txaio"),
+           "lupa": _version("lupa"), "pyopenssl": _version("pyopenssl"),
+           "websockets": _version("websockets"), "openssl": ssl.OPENSSL_VERSION}
+    with contextlib.suppress(Exception):  # noqa: BLE001 -- lupa without LuaJIT 2.1
+        from lupa import luajit21
+        out["luajit"] = luajit21.LuaRuntime().lua_implementation
+    with contextlib.suppress(Exception):  # noqa: BLE001
+        import lapps
+        out["lapps_path"] = str(Path(lapps.__file__).resolve().parent)
+    import hashlib
+    for name in ("wsbench.c", "echosrv.c"):
+        with contextlib.suppress(OSError):
+            out[f"loadgen_{name}_sha256"] = hashlib.sha256(
+                (LOADGEN / name).read_bytes()).hexdigest()[:12]
+    if nginx:
+        out.update(nginx_versions())
+    if peers:
+        out["peers"] = dict(peers)
+    return out
+
+
+def display(path):
+    """A path as the user would type it from the repository root."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def start_meta(script, argv):
+    """``meta`` as the run starts: date, command, checkout, machine, load."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return {"date": utc_now(), "command": shlex.join(["python3", f"bench/{script}"] + argv),
+            "argv": argv, "cwd": os.getcwd(), "git": git_state(), "machine": machine(),
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+            "_started": time.monotonic()}
+
+
+def finish_meta(meta, versions):
+    """Completes ``meta`` as the run ends: end date, elapsed, load, versions,
+    and the commit then (the checkout can change under a long run)."""
+    meta = dict(meta)
+    started = meta.pop("_started")
+    meta.update(date_end=utc_now(), elapsed_s=round(time.monotonic() - started, 1),
+                loadavg_end=[round(x, 2) for x in os.getloadavg()], versions=versions)
+    end = git_state()
+    meta["git"] = dict(meta["git"], commit_at_end=end.get("commit"),
+                       uncommitted_files_at_end=end.get("uncommitted_files"))
+    return meta
+
+
+def write_results(path, data):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
 
 
 # --------------------------------------------------------------------------
@@ -653,8 +812,10 @@ def parse_args(argv=None):
                    help="1 rep, 1 s warm-up, 2 s measured, lapps-ws, echosrv and the Lua "
                         "benchmark against lapps and nginx only, no venv")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and client to CPUs")
-    p.add_argument("--out", type=Path, default=BENCH / "results.json",
-                   help="raw per-run JSON (default bench/results.json)")
+    p.add_argument("--name", help="results file bench/results/NAME.json (default: echo for "
+                   "every server, lua-benchmark for the lua-* four, else echo-<servers>; "
+                   "-<size>B, -<conns>conns when not 1024 and 100; smoke for --smoke)")
+    p.add_argument("--out", type=Path, help="results file path (overrides --name)")
     args = p.parse_args(argv)
     if args.smoke:
         args.reps, args.warmup, args.duration = 1, 1.0, 2.0
@@ -665,6 +826,7 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"unknown server(s) {', '.join(unknown)}; known: {', '.join(known)}")
     args.selected = [known[k] for k in keys]
+    args.out = results_path(args.out, args.name, default_name(args, known))
     return args
 
 
@@ -679,6 +841,7 @@ def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
+    meta = start_meta("run.py", argv)
     notes = []
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="lapps-bench-"))
@@ -708,9 +871,9 @@ def main(argv=None):
         if cpus[0] is None:
             notes.append("server and wsbench not pinned (fewer than 2 CPUs, no taskset, or --no-pin)")
         ctx = Ctx(tmp, wsbench, echosrv, cpus, versions)
-        info = machine()
-        log(f"# {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
-            f"load {info['loadavg_at_start'][0]:.2f} {info['loadavg_at_start'][1]:.2f}")
+        info = meta["machine"]
+        log(f"# {info['cpu_count']} CPUs, {info['cpu_model']}, Python {platform.python_version()}, "
+            f"load {meta['loadavg_start'][0]:.2f} {meta['loadavg_start'][1]:.2f}")
         planned = list(servers)
         for rep in range(args.reps):
             if rep == 1:
@@ -729,20 +892,25 @@ def main(argv=None):
                     (f"{rate:>10,.0f} msgs/s  {cpu:6.1f} CPU-µs/msg" if run["ok"] and rate and cpu
                      else f"FAILED: {run.get('error') or run.get('wsbench_line') or '?'}"))
         rows = summarize(runs, [s.key for s in planned])
-        elapsed = time.monotonic() - started
-        command = " ".join(["python3", "bench/run.py"] + (argv if argv is not None else sys.argv[1:]))
+        git = meta["git"]
+        if git and git.get("commit") != git_state().get("commit"):
+            notes.append(f"the checkout changed during the run ({git['short']} -> "
+                         f"{git_state().get('short')}): lapps runs from it")
+        meta = finish_meta(meta, stack_versions(nginx=any(s.nginx for s in planned),
+                                                peers=versions))
         pinned = (f"server on CPU {cpus[0]}, wsbench on CPU {cpus[1]}" if cpus[0] is not None
                   else "not pinned")
         print(f"Workload: {args.conns} connections × {args.size} B binary ping-pong, "
               f"{args.warmup:g} s warm-up, {args.duration:g} s measured, {args.reps} "
               f"repetition(s) interleaved; {pinned}.")
-        print(f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}, "
-              f"Linux {info['kernel']}; load average at start "
-              f"{' '.join(f'{x:.2f}' for x in info['loadavg_at_start'])}.")
-        git = info["git"]
-        print(f"Command: `{command}`" + (f" at {git['commit']}" + (
-            f" with {git['uncommitted_files']} uncommitted file(s)" if git["uncommitted_files"]
-            else "") if git else "") + ".\n")
+        print(f"Machine: {info['cpu_count']} CPUs, {info['cpu_model']}, "
+              f"{meta['versions']['python']}, Linux {info['kernel']}; load average "
+              f"{' '.join(f'{x:.2f}' for x in meta['loadavg_start'])} at start, "
+              f"{' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} at the end.")
+        print(f"Command: `{meta['command']}`" + (f" at {git['short']}" + (
+            f" with {git['uncommitted_files']} uncommitted file(s)"
+            f" ({git['uncommitted_in_lapps_files']} in lapps/)" if git["dirty"] else "")
+            if git else "") + ".\n")
         print(table(rows, "wsbench"))
         if any(r["kind"] == "lua" for r in rows):
             print("\nThe Lua benchmark service against the Lua echo in one lapps process, "
@@ -759,27 +927,24 @@ def main(argv=None):
             print(f"\nNeighbours: other processes used {statistics.median(others):.2f} cores "
                   f"(median; max {max(others):.2f}) during the runs, hypervisor steal "
                   f"{statistics.median(steal):.2f} (max {max(steal):.2f}). "
-                  + (f"Runs with more than 0.25 cores of other load: {', '.join(busy)}."
+                  + (f"Runs with more than 0.25 cores of other load ({len(busy)} of "
+                     f"{len(others)}): {', '.join(busy[:6])}"
+                     + (f" and {len(busy) - 6} more." if len(busy) > 6 else ".")
                      if busy else "No run had more than 0.25 cores of other load."))
-        end_commit = machine()["git"].get("commit")
-        if info["git"] and end_commit != info["git"].get("commit"):
-            notes.append(f"the checkout changed during the run ({info['git']['commit']} -> "
-                         f"{end_commit}): lapps runs from it")
         for note in notes:
             print(f"\nNote: {note}")
         for run in runs:
             if not run["ok"]:
                 print(f"\nFailed: {run['server']} rep {run['rep'] + 1}: "
                       f"{run.get('error') or run.get('wsbench_line') or run.get('wsbench_stderr')}")
-        print(f"\n({elapsed:.0f} s; raw runs in {args.out})")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": command, "machine": info, "versions": versions,
+        write_results(args.out, {
+            "workload": "echo", "name": args.out.stem, "meta": meta,
             "settings": {"reps": args.reps, "warmup": args.warmup, "duration": args.duration,
                          "size": args.size, "conns": args.conns, "server_cpu": cpus[0],
-                         "client_cpu": cpus[1]},
-            "notes": notes, "summary": rows, "runs": runs}, indent=2) + "\n")
+                         "client_cpu": cpus[1], "servers": [s.key for s in args.selected]},
+            "notes": notes, "summary": rows, "runs": runs})
+        print(f"\n({time.monotonic() - started:.0f} s; results in {display(args.out)}: "
+              f"python3 bench/report.py {display(args.out)} for the README's tables)")
         return 0 if runs and all(r["ok"] for r in runs) else 1
     finally:
         procs.stop_all()

@@ -35,6 +35,7 @@ from lapps.services.pam_auth import PamAuth
 from lapps.services.peer_limits import PeerLimits
 from lapps.services.reactive import ReactiveService
 from lapps.services.standalone import StandaloneService
+from lapps.start_order import services_to_start
 from lapps.watchdog import Watchdog
 
 log = Logger(namespace="lapps")
@@ -49,29 +50,6 @@ def _as_config(config):
     if isinstance(config, dict):
         return configuration.from_dict(config, os.getcwd())
     return configuration.load(os.fspath(config))
-
-
-def services_to_start(config):
-    """Every ``auto_start`` service and, recursively, what it depends on.
-    A dependency without a descriptor is logged and ignored."""
-    chosen = []
-
-    def add(name, wanted_by):
-        if name in chosen:
-            return
-        if name not in config.services:
-            log.warn("service {wanted_by} depends on {name}, which has no descriptor; ignored",
-                     lapps_event="service.missing_dependency", wanted_by=wanted_by, name=name)
-            return
-        for dependency in config.services[name].depends:
-            if dependency != name:
-                add(dependency, name)
-        chosen.append(name)
-
-    for name, service in config.services.items():
-        if service.auto_start:
-            add(name, None)
-    return chosen
 
 
 def _build(config, parts, names):

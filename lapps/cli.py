@@ -2,7 +2,6 @@
 and ``lapps lar pack|list|verify|sign|keygen``."""
 
 import argparse
-import subprocess
 import sys
 
 from lapps import config as configuration, devcert
@@ -23,23 +22,6 @@ def check(path):
         print(f"deployed: {name} from {entry.get('archive')} (sha256 {entry.get('sha256')}, "
               f"{entry.get('deployed_at')})")
     return 0
-
-
-def check_in_child_process(path, timeout=None):
-    """``lapps check`` in a child process (no Lua in the caller, and a
-    module that hangs at load is stopped after ``timeout`` seconds):
-    :class:`ConfigError` with its lines if a module does not load, Redis
-    does not answer, ..."""
-    try:
-        result = subprocess.run([sys.executable, "-m", "lapps.cli", "check", path],
-                                capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise configuration.ConfigError(
-            [f"{path}: the service modules did not load within {timeout} s"]) from None
-    if result.returncode != 0:
-        lines = (result.stdout + result.stderr).splitlines()
-        raise configuration.ConfigError(lines or [f"{path}: lapps check exited "
-                                                  f"with {result.returncode}"])
 
 
 def make_devcert(path):

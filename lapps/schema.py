@@ -52,9 +52,12 @@ class Problems:
 
 
 class Node:
-    """One value in the schema. ``check`` returns the value to keep."""
+    """One value in the schema. ``check`` returns the value to keep;
+    ``help`` says what it means (the docs' configuration reference is made
+    from it: :func:`walk`)."""
 
     default: Any = _MISSING
+    help: str = ""
 
     def check(self, value, where, source, problems):
         raise NotImplementedError
@@ -68,12 +71,12 @@ class Scalar(Node):
     """A value of one JSON type, optionally constrained."""
 
     def __init__(self, kind, default=_MISSING, minimum=None, maximum=None,
-                 choices=None, test: Callable | None = None, expect: str = ""):
-        self.kind, self.default = kind, default
+                 choices=None, test: Callable | None = None, expect: str = "", help: str = ""):
+        self.kind, self.default, self.help = kind, default, help
         self.minimum, self.maximum, self.choices = minimum, maximum, choices
         self.test, self.expect = test, expect
 
-    def _expected(self) -> str:
+    def expected(self) -> str:
         if self.expect:
             return self.expect
         name = {int: "integer", float: "number", bool: "boolean", str: "string"}[self.kind]
@@ -103,13 +106,19 @@ class Scalar(Node):
         if ok and self.test is not None:
             ok = self.test(value)
         if not ok:
-            problems.add(source, where, f"expected {self._expected()}, got {describe(value)}")
+            problems.add(source, where, f"expected {self.expected()}, got {describe(value)}")
             return self.default if self.default is not _MISSING else value
         return value
 
 
 class Anything(Node):
     """Any JSON value (what the service itself interprets)."""
+
+    def __init__(self, help: str = ""):
+        self.help = help
+
+    def expected(self) -> str:
+        return "any JSON value"
 
     def check(self, value, where, source, problems):
         return value
@@ -118,8 +127,11 @@ class Anything(Node):
 class Nullable(Node):
     """``null`` or the wrapped node; null becomes the given default."""
 
-    def __init__(self, inner: Node, default):
-        self.inner, self.default = inner, default
+    def __init__(self, inner: Node, default, help: str = ""):
+        self.inner, self.default, self.help = inner, default, help
+
+    def expected(self) -> str:
+        return f"null or {self.inner.expected()}"
 
     def check(self, value, where, source, problems):
         if value is None:
@@ -130,8 +142,11 @@ class Nullable(Node):
 class Array(Node):
     """A JSON array whose items all match one node."""
 
-    def __init__(self, item: Node, default=_MISSING, unique=False):
-        self.item, self.default, self.unique = item, default, unique
+    def __init__(self, item: Node, default=_MISSING, unique=False, help: str = ""):
+        self.item, self.default, self.unique, self.help = item, default, unique, help
+
+    def expected(self) -> str:
+        return f"an array{' of distinct items' if self.unique else ''}, each {self.item.expected()}"
 
     def check(self, value, where, source, problems):
         if not isinstance(value, list):
@@ -152,8 +167,11 @@ class Array(Node):
 class MapOf(Node):
     """A JSON object with free keys whose values all match one node."""
 
-    def __init__(self, value: Node, default=_MISSING):
-        self.value, self.default = value, default
+    def __init__(self, value: Node, default=_MISSING, help: str = ""):
+        self.value, self.default, self.help = value, default, help
+
+    def expected(self) -> str:
+        return f"an object whose values are each {self.value.expected()}"
 
     def check(self, value, where, source, problems):
         if not isinstance(value, dict):
@@ -166,9 +184,12 @@ class Object(Node):
     """A JSON object with known keys: unknown keys are errors, absent keys take
     their defaults (deep-merged), absent keys without a default are reported."""
 
-    def __init__(self, fields: dict):
-        self.fields = fields
+    def __init__(self, fields: dict, help: str = ""):
+        self.fields, self.help = fields, help
         self.default = {}
+
+    def expected(self) -> str:
+        return "an object"
 
     def fill(self):
         return self.check({}, "", "", Problems())
@@ -189,3 +210,11 @@ class Object(Node):
             else:
                 problems.add(source, pointer(where, key), "required key is missing")
         return out
+
+
+def walk(node: Node, path: tuple = ()):
+    """Every key under an :class:`Object`, depth first, in schema order, as
+    ``(path, node)`` pairs: the objects themselves, then their keys."""
+    for key, child in getattr(node, "fields", {}).items():
+        yield path + (key,), child
+        yield from walk(child, path + (key,))

@@ -2,17 +2,18 @@
 SIGHUP reloading the configuration (an embedded ``LAppSService`` touches
 no signal: its host calls ``reload()`` when it wants)."""
 
-import signal
 import sys
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.python import usage
 
 from lapps import admin, config as configuration, metrics
 from lapps import reactor as lapps_reactor
 from lapps.app import LAppSService
+from lapps.child_check import check_in_child
 from lapps.config import ConfigError
 from lapps.deploy.deployer import Deployer
+from lapps.hangup import ReloadOnHangup
 from lapps.systemd import SystemdNotifier
 from lapps.workers import reuseport
 
@@ -63,29 +64,13 @@ def _refuse_ports_in_use(cfg, ws_port):
         raise ConfigError(problems)
 
 
-class ReloadOnHangup(Service):
-    """SIGHUP → ``lapps.reload()``, from start to the end of the process
-    (a SIGHUP during the stop is refused by ``reload`` and logged, rather
-    than killing the process as the default disposition would)."""
-
-    def __init__(self, lapps):
-        self.lapps = lapps
-
-    def startService(self):
-        super().startService()
-        signal.signal(signal.SIGHUP, self._hangup)
-
-    def _hangup(self, signum, frame):
-        # a signal handler may interrupt the reactor anywhere: reload on its next turn
-        self.lapps.reactor.callFromThread(self._reload)
-
-    def _reload(self):
-        self.lapps.reload().addErrback(_already_logged)
-
-
-def _already_logged(failure):
-    """A reload that failed on its config has logged each line of it."""
-    failure.trap(ConfigError)
+def _check_and_reload(supervisor):
+    """A deploy's new config, for worker processes: every module loaded by
+    ``lapps check`` as a worker would load it (the supervisor cannot see a
+    worker's reload fail), then the reload."""
+    config = supervisor.config
+    return check_in_child(config.source, config.server["deploy"]["check_timeout"],
+                          supervisor.reactor).addCallback(lambda _: supervisor.reload())
 
 
 def makeService(options):
@@ -98,7 +83,7 @@ def makeService(options):
     else:  # a supervisor: around it; it deploys, and its reload reaches the workers
         supervisor = served
         served = admin.for_supervisor(supervisor)
-        Deployer(lambda: supervisor.config, lambda _config: supervisor.reload(),
+        Deployer(lambda: supervisor.config, lambda _config: _check_and_reload(supervisor),
                  supervisor.reactor, metrics.supervisor_deploys).setServiceParent(top)
     served.setServiceParent(top)
     ReloadOnHangup(options.service).setServiceParent(top)

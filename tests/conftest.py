@@ -1,5 +1,6 @@
 """Shared fixtures: a real lapps server (``twistd -n lapps``) in a subprocess
-on an ephemeral loopback port, and helpers to wait on what it logs."""
+on an ephemeral loopback port, and helpers to wait on what it logs. The
+other helpers that several test modules use are in tests/support/."""
 
 import json
 import os
@@ -164,6 +165,12 @@ def run_twistd(config, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def lapps_check(config):
+    """``lapps check`` on ``config``: the CompletedProcess, output as text."""
+    return subprocess.run([str(Path(sys.executable).parent / "lapps"), "check", str(config)],
+                          capture_output=True, text=True)
+
+
 def write_config(directory, services, server=None, applications=APPS):
     """A one-file config on an ephemeral loopback port; returns its path."""
     config = {"server": {"ip": "127.0.0.1", "port": 0, **(server or {})},
@@ -178,6 +185,11 @@ def reactive(target, **extra):
     """A reactive service descriptor."""
     return {"standalone": False, "auto_start": True, "instances": 1, "protocol": "raw",
             "request_target": target, "max_inbound_message_size": 16 * 1024 * 1024, **extra}
+
+
+def standalone(**extra):
+    """A standalone service descriptor."""
+    return {"standalone": True, "auto_start": True, "instances": 1, **extra}
 
 
 def call(method, *params):
@@ -222,6 +234,35 @@ def start_server(tmp_path, reap):
 
     def start(services, server=None, applications=APPS, env=None):
         return reap(Server(write_config(tmp_path, services, server, applications), env))
+
+    return start
+
+
+@pytest.fixture
+def json_server(tmp_path, reap):
+    """``json_server(services, server=None)``: a ``twistd -n lapps`` whose
+    log lines are JSON (see ``support.jsonlog``); killed after the test."""
+    def start(services, server=None):
+        config = write_config(tmp_path, services, server, applications=TEST_APPS)
+        return reap(Server(config, argv=TWISTD + [
+            "-n", "--pidfile=", "--logger", "lapps.logs.json_lines", "lapps",
+            "--config", str(config)],
+            listening=re.compile(r'"lapps_event": "listener\.up".*"host": "([^"]+)", '
+                                 r'"port": (\d+)'),
+            ready=re.compile(r'"lapps_event": "server\.ready"')))
+
+    return start
+
+
+@pytest.fixture
+def supervised(tmp_path, reap):
+    """``supervised(services, applications=TEST_APPS, **server_keys)`` → a
+    running :class:`Supervised` with two workers (on the host bus unless
+    ``bus`` says otherwise); killed after the test if still running."""
+    def start(services, applications=TEST_APPS, **server):
+        config = write_config(tmp_path, services, {"workers": {"workers": 2},
+                                                   "shutdown_timeout": 5, **server}, applications)
+        return reap(Supervised(config))
 
     return start
 

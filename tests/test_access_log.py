@@ -15,8 +15,8 @@ import pytest
 import websockets
 
 from conftest import TEST_APPS, TWISTD, Server, reactive, write_config
-from test_logging import events
-from test_tls import PKI, trusting
+from support.jsonlog import events
+from support.pki import PKI, trusting
 
 FIELDS = {"peer", "target", "service", "handler", "subprotocol", "tls", "code", "sent_code",
           "clean", "duration", "bytes_in", "bytes_out"}

@@ -6,12 +6,9 @@ The global ACL closes a denied TCP connection at accept, before a byte is
 read (no HTTP answer, no TLS ServerHello); a service's ACL answers 403
 before the upgrade. Each denial is logged as ``acl.denied``."""
 
-import asyncio
 import ipaddress
 import json
 import re
-import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,13 +17,16 @@ from pathlib import Path
 import pytest
 import websockets
 
-from conftest import APPS, TWISTD, Server, reactive, run_twistd, write_config
+from conftest import TWISTD, Server, reactive, run_twistd, write_config
 from lapps.acl import Acl, parse_entry, peer_address
-from test_tls import PKI, _has_ipv6_loopback, trusting
+from support.apps import echo_apps
+from support.peers import acl, assert_echoes_from, echo_from, has_ipv6_loopback, url
+from support.pki import PKI, trusting
+from support.raw import client_hello, raw_exchange, upgrade_request
 
 LAPPS = Path(sys.executable).parent / "lapps"
 
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here")
 
 
 # --- lapps.acl: entries -------------------------------------------------------
@@ -161,30 +161,6 @@ def test_default_acl_allows_everyone():
 ECHO = {"echo": reactive("/echo")}
 
 
-def acl(policy, *exclude):
-    return {"acl": {"policy": policy, "exclude": list(exclude)}}
-
-
-def url(server, path="/echo", host="127.0.0.1", scheme="ws"):
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}:{server.port}{path}"
-
-
-def echo_from(source, target, ctx=None, message=b"\x00acl\xff"):
-    """One echo round trip over a connection from ``source``."""
-    async def go():
-        async with websockets.connect(target, ssl=ctx, local_addr=(source, 0),
-                                      open_timeout=10) as ws:
-            assert ws.transport.get_extra_info("sockname")[0] == source
-            await ws.send(message)
-            return await asyncio.wait_for(ws.recv(), 10)
-    return asyncio.run(go())
-
-
-def assert_echoes_from(source, target, ctx=None):
-    assert echo_from(source, target, ctx) == b"\x00acl\xff"
-
-
 def status_from(source, target):
     """The HTTP status a handshake from ``source`` is refused with."""
     with pytest.raises(websockets.InvalidStatus) as refusal:
@@ -192,58 +168,9 @@ def status_from(source, target):
     return refusal.value.response.status_code, refusal.value.response.body.decode()
 
 
-def read_until_closed(sock, enough=None):
-    """Bytes the server sends until it closes (FIN or RST); with ``enough``,
-    stop once that many have come."""
-    received = b""
-    try:
-        while enough is None or len(received) < enough:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-    except ConnectionResetError:
-        pass
-    return received
-
-
-def raw_exchange(source, port, request, host="127.0.0.1", enough=None):
-    """Connect from ``source``, send ``request``, return what comes back
-    before the server closes (or ``enough`` bytes)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.bind((source, 0))
-        sock.connect((host, port))  # the kernel completes the TCP handshake
-        try:
-            sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            return b""  # already closed by the server: nothing was sent to us
-        return read_until_closed(sock, enough)
-
-
-def upgrade_request(path="/echo"):
-    return (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-
-
 def assert_closed_at_accept(server, source, host="127.0.0.1", path="/echo"):
     """A WebSocket upgrade from ``source`` gets not one byte back."""
     assert raw_exchange(source, server.port, upgrade_request(path), host) == b""
-
-
-def client_hello():
-    """The bytes of a TLS ClientHello, made by Python's ssl in memory."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
-    with pytest.raises(ssl.SSLWantReadError):
-        tls.do_handshake()
-    hello = outgoing.read()
-    assert hello[0] == 0x16 and hello[5] == 0x01  # handshake record, ClientHello
-    return hello
 
 
 def denials(server, scope="global", count=1):
@@ -315,7 +242,7 @@ def test_globally_denied_tls_client_gets_no_server_hello(start_server, tmp_path)
     services = {"echo": reactive("/echo"),
                 "secret": reactive("/secret", **acl("allow", "127.0.0.1"))}
     server = start_server(services, {**pki.server(), **acl("deny", "127.0.0.1")},
-                          applications=_echo_apps(tmp_path, services))
+                          applications=echo_apps(tmp_path, services))
     hello = client_hello()
     # the probe works: from an admitted address the ClientHello is answered
     # with a handshake record (the ServerHello)
@@ -345,7 +272,7 @@ def test_service_acl_answers_403_before_the_upgrade(start_server, tmp_path):
                 "secret": reactive("/secret", **acl("deny", "127.0.0.2")),
                 "open": reactive("/open", **acl("allow", "127.0.0.2/32", "10.0.0.0/8"))}
     # all three run the shipped echo module
-    server = start_server(services, applications=_echo_apps(tmp_path, services))
+    server = start_server(services, applications=echo_apps(tmp_path, services))
     assert_echoes_from("127.0.0.2", url(server, "/secret"))
     status, body = status_from("127.0.0.1", url(server, "/secret"))
     assert status == 403 and "network ACL of service secret" in body
@@ -368,22 +295,13 @@ def test_global_and_service_acls_together(start_server, tmp_path):
     services = {"echo": reactive("/echo"),
                 "secret": reactive("/secret", **acl("deny", "127.0.0.2"))}
     server = start_server(services, {**acl("deny", "127.0.0.0/30")},  # .0 to .3
-                          applications=_echo_apps(tmp_path, services))
+                          applications=echo_apps(tmp_path, services))
     assert_echoes_from("127.0.0.2", url(server, "/secret"))
     assert status_from("127.0.0.1", url(server, "/secret"))[0] == 403
     assert_echoes_from("127.0.0.1", url(server, "/echo"))
     assert_closed_at_accept(server, "127.0.0.4", path="/secret")  # the global ACL first
     denials(server, "global")
     denials(server, "secret")
-
-
-def _echo_apps(directory, services):
-    """An applications folder with the shipped echo module under each name."""
-    root = Path(directory) / "apps"
-    for name in services:
-        (root / name).mkdir(parents=True)
-        shutil.copy(APPS / "echo" / "echo.lua", root / name / f"{name}.lua")
-    return root
 
 
 # --- IPv6 and IPv4-mapped peers ---------------------------------------------------------
@@ -404,7 +322,7 @@ def test_ipv4_mapped_peers_on_a_dual_stack_listener(start_server, tmp_path):
     services = {"echo": reactive("/echo"),
                 "secret": reactive("/secret", **acl("deny", "127.0.0.1", "::1"))}
     server = start_server(services, {"ip": "::", **acl("deny", "127.0.0.0/30")},
-                          applications=_echo_apps(tmp_path, services))
+                          applications=echo_apps(tmp_path, services))
     assert server.host == "::"
     assert_echoes_from("127.0.0.1", url(server))
     assert_echoes_from("127.0.0.2", url(server))

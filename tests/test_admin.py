@@ -4,13 +4,10 @@ page over plain HTTP, its ACL, off by default, and the WebSocket port
 serving none of it. Real ``twistd -n lapps`` processes, real sockets."""
 
 import contextlib
-import http.client
 import os
 import re
 import signal
 import socket
-import textwrap
-import time
 
 import pytest
 import websockets
@@ -19,108 +16,9 @@ from websockets.sync.client import connect
 
 from conftest import Server, reactive, run_twistd, write_config
 from lapps import admin, config as configuration
-from redis_server import RedisServer, free_port
-
-#: Lua services written into a test's own applications folder.
-HELD = """
-held = {}
--- init waits until something is posted to mqr queue "go" (by the opener service)
-function held.init()
-  print("held waiting")
-  local value = mqr.create("go"):recv()
-  print("held released by " .. tostring(value))
-end
--- and run until the server stops (recv then returns nil at once)
-function held.run() mqr.create("never"):recv() end
-return held
-"""
-OPENER = """
-opener = {}
-function opener.onStart() end
-function opener.onMessage(handler, opcode, message)
-  assert(mqr.create("go"):post(message))
-  return ws:send(handler, opcode, message)
-end
-function opener.onDisconnect(handler) end
-function opener.onShutdown() end
-return opener
-"""
-ECHO = """
-echo = {}
-function echo.onStart() end
-function echo.onMessage(handler, opcode, message) return ws:send(handler, opcode, message) end
-function echo.onDisconnect(handler) end
-function echo.onShutdown() end
-return echo
-"""
-#: Raises what the client sent: a Lua error whose text a client controls.
-SHOUTY = """
-shouty = {}
-function shouty.onStart() end
-function shouty.onMessage(handler, opcode, message) error(message) end
-function shouty.onDisconnect(handler) end
-function shouty.onShutdown() end
-return shouty
-"""
-
-
-def write_apps(directory, **sources):
-    """``name=lua source`` → ``directory/name/name.lua``; returns ``directory``."""
-    for name, source in sources.items():
-        (directory / name).mkdir(parents=True, exist_ok=True)
-        (directory / name / f"{name}.lua").write_text(textwrap.dedent(source))
-    return directory
-
-
-def held_services(**extra_of_held):
-    """``held`` (standalone, started once released), ``waiter`` (depends on
-    it) and ``opener`` (a message to ``/open`` releases ``held``)."""
-    return {
-        "held": {"standalone": True, "preload": ["mqr"], **extra_of_held},
-        "waiter": reactive("/wait", depends=["held"]),
-        "opener": reactive("/open", preload=["mqr"]),
-    }
-
-
-def held_apps(directory):
-    return write_apps(directory / "apps", held=HELD, opener=OPENER, waiter=ECHO.replace(
-        "echo", "waiter"))
-
-
-def admin_settings(**extra):
-    return {"admin": {"ip": "127.0.0.1", "port": free_port(), **extra}}
-
-
-def admin_port(server):
-    """The admin port, from the line the admin listener logs when it is up."""
-    return int(server.wait_for(r"admin interface on http://127\.0\.0\.1:(\d+)/").group(1))
-
-
-def poll_metrics(port, condition, timeout=15):
-    """Whether ``condition(sample)`` held for a scrape of /metrics within
-    ``timeout`` seconds; ``sample(name, **labels)`` is a value (0 if absent)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        values = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-                  for family in text_string_to_metric_families(get(port, "/metrics")[2])
-                  for sample in family.samples}
-        if condition(lambda name, **labels: values.get((name, tuple(sorted(labels.items()))), 0)):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-
-
-def get(port, path, method="GET"):
-    """(status, headers, body text) of one HTTP request to 127.0.0.1:port."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path)
-        response = connection.getresponse()
-        return response.status, response.headers, response.read().decode("utf-8")
-    finally:
-        connection.close()
-
+from redis_server import RedisServer
+from support.admin import admin_port, admin_settings, get, poll_metrics
+from support.apps import ECHO, held_apps, held_services, write_apps
 
 def test_health_ready_metrics_and_status_page(start_server, tmp_path):
     server = start_server({"echo": reactive("/echo", instances=2)}, admin_settings(),

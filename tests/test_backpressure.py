@@ -7,7 +7,6 @@ close code the server sent to a client that no longer reads anything."""
 import asyncio
 import base64
 import hashlib
-import json
 import re
 import signal
 import socket
@@ -18,58 +17,14 @@ import cbor2
 import pytest
 import websockets
 
-from conftest import TEST_APPS, TWISTD, Server, call, reactive, subscribe, write_config
+from conftest import call, reactive, subscribe
 from lapps.bus.local import bcast
-from test_tls import PKI, trusting
+from support.jsonlog import events, wait_event
+from support.outbound import (BLOB, assert_closed_at_cap, assert_echoes, flood_until_closed,
+                              handler_of)
+from support.pki import PKI, trusting
 
 MiB = 1024 * 1024
-BLOB = 64 * 1024
-
-
-@pytest.fixture
-def json_server(tmp_path, reap):
-    """``json_server(services, server=None)``: a ``twistd -n lapps`` whose
-    log lines are JSON (see :func:`events`); killed after the test."""
-    def start(services, server=None):
-        config = write_config(tmp_path, services, server, applications=TEST_APPS)
-        return reap(Server(config, argv=TWISTD + [
-            "-n", "--pidfile=", "--logger", "lapps.logs.json_lines", "lapps",
-            "--config", str(config)],
-            listening=re.compile(r'"lapps_event": "listener\.up".*"host": "([^"]+)", '
-                                 r'"port": (\d+)'),
-            ready=re.compile(r'"lapps_event": "server\.ready"')))
-
-    return start
-
-
-def events(server, name):
-    found = []
-    for line in server.lines:
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("lapps_event") == name:
-                found.append(event)
-    return found
-
-
-def wait_event(server, name, **fields):
-    """The first ``name`` event (arrived or arriving) with these field values."""
-    pattern = re.compile(rf'"lapps_event": "{re.escape(name)}"')
-    count = 1
-    while True:
-        server.wait_for(pattern, count=count, timeout=60)
-        matching = [e for e in events(server, name)
-                    if all(e.get(k) == v for k, v in fields.items())]
-        if matching:
-            return matching[0]
-        count += 1
-
-
-def handler_of(server, ws):
-    """The handler id the server gave the client connection ``ws``."""
-    port = ws.local_address[1]
-    opened = wait_event(server, "connection.open", peer=f"tcp4:127.0.0.1:{port}")
-    return opened["handler"]
 
 
 def memory(server):
@@ -77,40 +32,6 @@ def memory(server):
     with open(f"/proc/{server.process.pid}/status") as f:
         fields = dict(line.split(":", 1) for line in f)
     return tuple(int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM"))
-
-
-async def assert_echoes(ws, message):
-    await ws.send(message)
-    assert await asyncio.wait_for(ws.recv(), 30) == message
-
-
-async def flood_until_closed(server, url, ctx, message, check_every):
-    """Send ``message`` to the echo at ``url`` from a client that reads
-    nothing until the server closes it (aborts it, a second after its close
-    frame), checking every ``check_every`` messages, and after, that
-    another client is served; the stalled client's handler id."""
-    other = await websockets.connect(url, ssl=ctx, max_size=None)
-    stalled = await websockets.connect(url, ssl=ctx, max_size=None)
-    stalled.transport.pause_reading()
-    stalled_handler = handler_of(server, stalled)
-    with pytest.raises(websockets.ConnectionClosed):
-        for sent in range(1, 1_000_000):
-            await stalled.send(message)
-            if sent % check_every == 0:
-                await assert_echoes(other, b"still here %d" % sent)
-    await assert_echoes(other, b"after")
-    await other.close()
-    return stalled_handler
-
-
-def assert_closed_at_cap(server, handler, limit, frame_size):
-    """``handler``, and no other connection, was closed 1008 at the frame of
-    ``frame_size`` bytes that would have taken its backlog past ``limit``."""
-    full = wait_event(server, "connection.outbound_full", handler=handler)
-    assert full["limit"] == limit and full["size"] == frame_size
-    assert limit - frame_size < full["backlog"] <= limit
-    assert wait_event(server, "connection.close", handler=handler)["sent_code"] == 1008
-    assert len(events(server, "connection.outbound_full")) == 1
 
 
 # --- outbound cap ---------------------------------------------------------------------------

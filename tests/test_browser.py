@@ -7,45 +7,19 @@ Needs node, /usr/bin/chromium and tests/browser/node_modules, all of which
 
 import json
 import math
-import os
 import re
-import shutil
-import signal
 import struct
-import subprocess
 from pathlib import Path
 
 import cbor2
 import pytest
 
 from conftest import REPO
+from support.node import BROWSER, SETUP, node
 
-BROWSER = REPO / "tests" / "browser"
 STATIC = REPO / "lapps" / "static"
 CHROMIUM = Path("/usr/bin/chromium")
 SERVICES = json.loads((REPO / "etc" / "echo_lapps.json").read_text())["services"]
-SETUP = "run `bash tests/browser/setup.sh` (as root) first"
-
-
-def node(script, *args, timeout):
-    """Run ``node tests/browser/SCRIPT ARGS``; return (exit code, last stdout
-    line as JSON, the whole output)."""
-    executable = shutil.which("node")
-    assert executable, f"node is not installed: {SETUP}"
-    # Its own process group, so that a timeout also ends the Chromium it started.
-    process = subprocess.Popen([executable, str(BROWSER / script), *map(str, args)],
-                               cwd=BROWSER, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        raise AssertionError(f"{script} timed out after {timeout}s\n{stdout}\n{stderr}")
-    lines = stdout.strip().splitlines()
-    output = f"stdout:\n{stdout}\nstderr:\n{stderr}"
-    assert lines, f"{script} printed nothing (exit {process.returncode})\n{output}"
-    return process.returncode, json.loads(lines[-1]), output
 
 
 # -- the demo page in Chromium ----------------------------------------------

@@ -9,22 +9,19 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import cbor2
 import pytest
 import websockets
 
-import test_bcast
-import test_mqr
 from lapps.bus.redis.mqr import PREFETCH as REDIS_PREFETCH
-from conftest import TEST_APPS, Server, Supervised, reactive, run_twistd, write_config
+from conftest import (TEST_APPS, Server, Supervised, lapps_check, reactive, run_twistd, standalone,
+                      write_config)
 from redis_server import RedisServer, free_port
-from test_mqr import _bitmap, standalone
+from support import bcast as bcast_checks, mqr as mqr_checks
+from support.mqr import BYTES_BOUND, bitmap
 
 COUNT = 100_000
 BACKENDS = ["redis", "host"]
@@ -91,11 +88,6 @@ def started(service, count):
 
 
 # --- config -----------------------------------------------------------------
-
-def lapps_check(config):
-    return subprocess.run([str(Path(sys.executable).parent / "lapps"), "check", str(config)],
-                          capture_output=True, text=True)
-
 
 @pytest.mark.parametrize("server, problem", [
     ({"bus": {"backend": "redis"}},
@@ -207,9 +199,9 @@ def test_bcast_reaches_every_subscriber_of_every_process_once_in_order(deploy):
 
 
 @pytest.mark.parametrize("check", [
-    test_bcast.test_every_subscriber_gets_every_message_once_and_in_order,
-    test_bcast.test_a_subscriber_that_stops_reading_does_not_delay_the_others,
-], ids=lambda check: check.__name__[5:])
+    bcast_checks.every_subscriber_gets_every_message_once_and_in_order,
+    bcast_checks.a_subscriber_that_stops_reading_does_not_delay_the_others,
+], ids=lambda check: check.__name__)
 def test_the_bcast_probe_runs_unmodified(deploy, check):
     """The local bus's bcast tests, against the same service on a shared bus.
     (Not test_a_disconnected_subscriber_leaves_the_channel: it expects a
@@ -291,7 +283,7 @@ def test_mqr_moves_100000_messages_between_processes_none_lost_none_twice(deploy
     for r in reports:
         by_process[r.group(7)] = by_process.get(r.group(7), 0) + int(r.group(2))
     assert len(by_process) == 2 and all(by_process.values()), by_process  # both received
-    bitmaps = [_bitmap(r.group(6)) for r in reports]
+    bitmaps = [bitmap(r.group(6)) for r in reports]
     union = 0
     for bits in bitmaps:
         assert union & bits == 0  # nothing delivered twice
@@ -362,11 +354,11 @@ def test_mqr_loses_nothing_when_a_receiving_process_is_killed(deploy, tmp_path):
 
 
 @pytest.mark.parametrize("check", [
-    test_mqr.test_a_full_queue_refuses_and_loses_nothing, test_mqr.test_values_are_copies,
-    test_mqr.test_scalars_and_usage, test_mqr.test_recv_suspends_only_its_instance,
-    test_mqr.test_a_recv_that_could_not_suspend_takes_nothing,
-    test_mqr.test_standalone_and_reactive_hand_values_to_each_other,
-    test_mqr.test_stop_ends_every_wait], ids=lambda check: check.__name__[5:])
+    mqr_checks.a_full_queue_refuses_and_loses_nothing, mqr_checks.values_are_copies,
+    mqr_checks.scalars_and_usage, mqr_checks.recv_suspends_only_its_instance,
+    mqr_checks.a_recv_that_could_not_suspend_takes_nothing,
+    mqr_checks.standalone_and_reactive_hand_values_to_each_other,
+    mqr_checks.stop_ends_every_wait], ids=lambda check: check.__name__)
 def test_the_mqr_probe_runs_unmodified(deploy, check):
     """The local bus's mqr tests, against the same services on a shared bus."""
     check(deploy({"p": {"mqprobe": reactive("/mq", instances=2, preload=["mqr"]),
@@ -377,9 +369,9 @@ def test_the_mqr_probe_runs_unmodified(deploy, check):
 
 def test_mqr_bounds_the_bytes_of_a_shared_queue(deploy):
     """The local bus's byte bound, held by the hub or Redis."""
-    test_mqr.test_a_queue_full_of_bytes_refuses_until_one_is_taken(
+    mqr_checks.a_queue_full_of_bytes_refuses_until_one_is_taken(
         deploy({"p": {"mqprobe": reactive("/mq", preload=["mqr"])}},
-               ready={"p": started("mqprobe", 1)}, mqr=test_mqr.BYTES_BOUND)["p"])
+               ready={"p": started("mqprobe", 1)}, mqr=BYTES_BOUND)["p"])
 
 
 def test_host_bus_entries_go_to_the_worker_whose_receiver_waits(tmp_path, reap):
@@ -434,7 +426,7 @@ def test_host_bus_bytes_given_back_on_idle_count_once(tmp_path, reap):
     queue holds 15 again: nothing freed twice or not at all."""
     server = reap(Supervised(write_config(
         tmp_path, {"mqprobe": reactive("/mq", preload=["mqr"])},
-        {"workers": {"workers": 2}, "mqr": test_mqr.BYTES_BOUND}, TEST_APPS)))
+        {"workers": {"workers": 2}, "mqr": BYTES_BOUND}, TEST_APPS)))
     workers = sorted(server.worker_pids().values())
 
     async def go():
@@ -457,7 +449,7 @@ def test_redis_bus_bytes_claimed_from_a_dead_consumer_count_once(hosts, redis):
     killed; A claims those 7 once B counts as dead, takes all, and the
     queue holds 15 again: nothing freed twice or not at all."""
     probe = {"mqprobe": reactive("/mq", preload=["mqr"])}
-    a, b = (hosts(name, probe, redis.url, ready=started("mqprobe", 1), mqr=test_mqr.BYTES_BOUND)
+    a, b = (hosts(name, probe, redis.url, ready=started("mqprobe", 1), mqr=BYTES_BOUND)
             for name in "ab")
 
     async def go():

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lapps.protocols.backpressure import OutboundCap
 from lapps.protocols.clientpath import EagerClient, FastClient, connecting
-import test_fastpath as fastpath_tests
-from test_fastpath import PEER, SIZES, Recording, Transport, frame, sized, stream_of
+from support.frames import PEER, SIZES, Recording, Transport, frame, sized, stream_of
+from support.frames import run as run_server_side
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -69,8 +69,8 @@ def client_frames(data):
 
 def run(fast, stream, cuts, **options):
     """As the server side's, with the writes compared frame by frame, unmasked."""
-    return fastpath_tests.run(fast, stream, cuts, open_probe=opened, written=client_frames,
-                              **options)
+    return run_server_side(fast, stream, cuts, open_probe=opened, written=client_frames,
+                           **options)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

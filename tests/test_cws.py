@@ -11,7 +11,7 @@ import websockets
 
 from conftest import APPS, TEST_APPS, reactive
 from lapps import devcert
-from test_tls import PKI, write_pem
+from support.pki import PKI, write_pem
 
 
 def standalone_probe(scenario, target):

@@ -131,8 +131,11 @@ def test_a_packed_and_a_hand_built_archive_deploy_and_answer(site, reap, tmp_pat
     digest = deployed(server, "packed").group(2)
     assert digest == hashlib.sha256((tmp_path / "packed.lar").read_bytes()).hexdigest()
 
-    site.drop("byhand.lar", lar_bytes(service_files("byhand", "/byhand", "by hand")))
+    name, content, _ = service_files("byhand", "/byhand", "by hand")[1]
+    site.drop("byhand.lar", lar_bytes(service_files("byhand", "/byhand", "by hand")[:1]
+                                      + [(name, content, 0o6777)]))
     deployed(server, "byhand")
+    assert (site.apps / "byhand" / "byhand.lua").stat().st_mode & 0o7777 == 0o755
     asyncio.run(echoes(server.url("/packed"), "version", "v1"))
     asyncio.run(echoes(server.url("/byhand"), "version", "by hand"))
     asyncio.run(echoes(server.url("/echo")))
@@ -242,6 +245,12 @@ REFUSED = {
                        "more than deploy.max_unpacked_bytes"),
     "archive_limit": (lar_bytes([("big/big.lua", os.urandom(600 << 10), 0o644)]),
                       "larger than deploy.max_archive_bytes"),
+    "deep": (lar_bytes(service_files("m", "/m") + [("m/" + "d/" * 40 + "x.lua", b"x", 0o644)]),
+             "more than 32 folders deep"),
+    "long_name": (lar_bytes(service_files("m", "/m") + [("m/" + "n" * 300, b"x", 0o644)]),
+                  "a name longer than 255 bytes"),
+    "descriptor_folder": (lar_bytes([("m/descriptor_folder.json/x", b"{}", 0o644)]),
+                          "the descriptor is not a regular file"),
     "no_descriptor": (lar_bytes(service_files("m", "/m", folder="m")[1:]),
                       "no service descriptor"),
     "no_name": (lar_bytes([("m/no_name.json", b'{"request_target": "/n"}', 0o644)]),
@@ -259,6 +268,8 @@ def test_every_crafted_archive_is_refused_and_nothing_is_written(tmp_path, reap)
     site = Site(tmp_path, deploy={"max_unpacked_bytes": 1 << 20,
                                   "max_archive_bytes": 512 << 10})
     server = serve(site, reap)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the operator's file")
     before = site.tree()
     for name, (data, why) in REFUSED.items():
         site.drop(f"{name}.lar", data)
@@ -270,6 +281,23 @@ def test_every_crafted_archive_is_refused_and_nothing_is_written(tmp_path, reap)
         assert site.tree() == before, name  # apps/ as it was, tmp/ empty again
     assert not (site.deploy / "deployed.json").exists()
     assert not os.path.exists("/tmp/evil.lua")
+
+    (site.deploy / "linked.lar.log").symlink_to(victim)
+    site.drop("linked.lar", b"LAR")
+    server.wait_for(r"linked\.lar not deployed", timeout=30)
+    assert victim.read_text() == "the operator's file"  # the link was replaced, not followed
+    assert "too short" in (site.deploy / "linked.lar.log").read_text()
+
+    for odd in (b"\xff\xfe.lar", b"forged\n2026 [lapps.deploy#info] fake.lar"):
+        (site.deploy / os.fsdecode(odd)).write_bytes(b"LAR")
+        server.wait_for(re.escape(ascii(os.fsdecode(odd))) + r" not deployed", timeout=30)
+    assert not any(line.startswith("2026 [lapps.deploy#info] fake") for line in server.lines)
+    (site.deploy / "deployed.json").mkdir()  # the state cannot be written: all is undone
+    site.drop("echo.lar", lar_bytes(service_files("echo", "/echo")))
+    line = server.wait_for(r"echo\.lar not deployed: .*", timeout=30).group(0)
+    assert "IsADirectoryError" in line
+    (site.deploy / "deployed.json").rmdir()
+    assert site.tree() == before  # apps/echo is the operator's echo still
     asyncio.run(echoes(server.url("/echo")))
     assert server.bad_lines() == [line for line in server.lines
                                   if "not deployed" in line]  # errors, not tracebacks
@@ -295,6 +323,11 @@ def test_signatures_when_trusted_keys_are_set(tmp_path, reap):
             shutil.copy(f"{path}.sig", site.deploy / f"{name}.lar.sig")  # the signature first
         shutil.copy(path, site.deploy / f"{name}.lar")
 
+    os.mkfifo(site.deploy / "piped.lar.sig")  # read, it would block the deployer for good
+    (tmp_path / "piped.lar").write_bytes(lar_bytes(service_files("piped", "/piped")))
+    shutil.copy(tmp_path / "piped.lar", site.deploy / "piped.lar")
+    assert "the signature is not a regular file" in server.wait_for(
+        r"piped\.lar not deployed.*", timeout=30).group(0)
     archive("unsigned")
     assert "no signature unsigned.lar.sig" in server.wait_for(r"unsigned\.lar not deployed.*",
                                                               timeout=30).group(0)
@@ -337,7 +370,18 @@ def test_the_supervisor_deploys_into_every_worker(tmp_path, reap):
             await echoes(server.url("/both"), "version", "v1")
 
     asyncio.run(every_worker_answers())
+
+    # the supervisor cannot see a worker's reload fail: the whole config is checked first
+    state = (site.deploy / "deployed.json").read_text()
+    site.drop("both.lar", lar_bytes(service_files("both", "/both", "v2",
+                                                  lua=FAILS_IN_THE_SERVER)))
+    refused = server.wait_event("deploy.refused", timeout=60)
+    assert "refuses to run beside a deploy state" in refused["line"]
+    assert (site.deploy / "deployed.json").read_text() == state
+    assert (site.apps / "both" / "both.lua").read_text() == RECORDER
+    asyncio.run(every_worker_answers())
     assert server.stop() == -signal.SIGTERM
+    assert [line for line in server.lines if "Traceback" in line] == []
 
 
 def test_without_inotify_a_poll_finds_archives_once_written(tmp_path):
@@ -378,6 +422,19 @@ def test_lar_commands_list_verify_and_refuse_in_one_line(tmp_path):
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr == ("lapps lar verify: the header's digest does not match the "
                               "files' digests (corrupt archive)\n")
+
+
+def test_pack_of_the_current_folder_names_the_archive_after_it(tmp_path):
+    folder = tmp_path / "here"
+    folder.mkdir()
+    for path, content, _ in service_files("here", "/here"):
+        (folder / Path(path).name).write_bytes(content)
+    for _ in range(2):  # the second run must not pack the first one's archive
+        subprocess.run(LAPPS + ["lar", "pack", ".", "-o", "here.lar"], cwd=folder, check=True,
+                       capture_output=True)
+    listed = subprocess.run(LAPPS + ["lar", "verify", "here.lar"], cwd=folder,
+                            capture_output=True, text=True, check=True).stdout
+    assert "2 files in here/" in listed
 
 
 def test_pack_writes_the_layout_of_the_spec(tmp_path):

@@ -13,37 +13,19 @@ import time
 
 import pytest
 
-from test_acl import assert_echoes_from, client_hello, raw_exchange, read_until_closed, url
-from test_tls import PKI, trusting
-
 from conftest import reactive
+from support.peers import assert_echoes_from, url
+from support.pki import PKI, trusting
+from support.raw import client_hello, parse_answer, raw_exchange, read_until_closed, request_head
 
 ECHO = {"echo": reactive("/echo")}
 CLOSE = b"\x88\x80\x00\x00\x00\x00"  # a masked close frame, sent after a complete head
 SMALL = {"limits": {"max_request_line": 256, "max_header_line": 300, "max_header_block": 1024}}
 
 
-def parse_answer(data):
-    """(status, headers with lower-case names, body) of an HTTP answer."""
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    version, status, _ = status_line.split(" ", 2)
-    assert version == "HTTP/1.1"
-    headers = dict(line.split(": ", 1) for line in lines)
-    return int(status), {k.lower(): v for k, v in headers.items()}, body
-
-
 def answer(port, request):
     """The server's answer to the raw ``request`` bytes (read until it closes)."""
     return parse_answer(raw_exchange("127.0.0.1", port, request))
-
-
-def request_head(path="/echo", version="13", *extra):
-    """An upgrade request's head, without the blank line that ends it."""
-    lines = [f"GET {path} HTTP/1.1", "Host: localhost", "Upgrade: websocket",
-             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-             f"Sec-WebSocket-Version: {version}", *extra]
-    return "".join(line + "\r\n" for line in lines).encode()
 
 
 def assert_refused(server, request, status, reason):

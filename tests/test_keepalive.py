@@ -11,7 +11,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
 
 from conftest import TEST_APPS, reactive
-from test_shutdown import raw_upgrade, received_until_dropped
+from support.raw import raw_upgrade, received_until_dropped
 
 FAST = {"ping_interval": 0.2, "ping_timeout": 0.2}
 

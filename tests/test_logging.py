@@ -2,27 +2,17 @@
 writes them: what an operator's log shipper keys on."""
 
 import asyncio
-import json
 import re
 
 import pytest
 import websockets
 
 from conftest import TEST_APPS, TWISTD, Server, reactive, write_config
-
-
-def events(server):
-    found = []
-    for line in server.lines:
-        if line.startswith("{"):
-            event = json.loads(line)
-            if "lapps_event" in event:
-                found.append(event)
-    return found
+from support.jsonlog import events
 
 
 @pytest.fixture
-def json_server(tmp_path):
+def json_server(tmp_path):  # (one server, in place of conftest's json_server(services))
     config = write_config(tmp_path, {"probe": reactive("/probe", instances=2)},
                           applications=TEST_APPS)
     server = Server(config, argv=TWISTD + ["-n", "--pidfile=", "--logger", "lapps.logs.json_lines",

@@ -24,10 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import APPS, TEST_APPS, Server, call, reactive, subscribe, write_config
 from redis_server import RedisServer, free_port
-from test_acl import acl, raw_exchange, read_until_closed
-from test_handshake_limits import request_head
-from test_logging import events
-from test_tls import PKI
+from support.jsonlog import events
+from support.peers import acl
+from support.pki import PKI
+from support.raw import raw_exchange, read_until_closed, request_head
 
 from lapps.metrics import latency
 

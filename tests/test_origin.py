@@ -11,8 +11,8 @@ import pytest
 import websockets
 
 from conftest import reactive
-from test_acl import _echo_apps, raw_exchange, upgrade_request
-from test_handshake_limits import parse_answer
+from support.apps import echo_apps
+from support.raw import parse_answer, raw_exchange, upgrade_request
 
 ALLOWED = ["https://Example.com", "http://localhost:8080", "null"]
 SERVICES = {"echo": reactive("/echo", allowed_origins=ALLOWED),
@@ -38,7 +38,7 @@ def echoes(server, path, origin=None):
 
 @pytest.fixture
 def server(start_server, tmp_path):
-    return start_server(SERVICES, applications=_echo_apps(tmp_path, SERVICES))
+    return start_server(SERVICES, applications=echo_apps(tmp_path, SERVICES))
 
 
 def test_listed_origins_are_admitted_and_others_refused_403(server):

@@ -19,11 +19,10 @@ from twisted.internet.task import Clock
 from conftest import TEST_APPS, reactive
 from lapps.config import LIMITS
 from lapps.services.peer_limits import PeerLimits
-from test_acl import assert_echoes_from, client_hello, raw_exchange, read_until_closed, \
-    upgrade_request, url
-from test_handshake_limits import parse_answer
-from test_shutdown import raw_upgrade
-from test_tls import PKI, trusting
+from support.peers import assert_echoes_from, url
+from support.pki import PKI, trusting
+from support.raw import (client_hello, parse_answer, raw_exchange, raw_upgrade, read_until_closed,
+                         upgrade_request)
 
 SERVICES = {"echo": reactive("/echo"), "probe": reactive("/probe")}
 

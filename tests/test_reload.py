@@ -21,7 +21,8 @@ from cryptography import x509
 
 from conftest import TEST_APPS, Server, reactive, write_config
 from lapps import config as configuration, devcert
-from test_tls import PKI, trusting, write_pem
+from support.admin import admin_port, admin_settings, poll_metrics
+from support.pki import PKI, trusting, write_pem
 
 
 def recorder(target, version, label="recorder", **extra):
@@ -268,7 +269,6 @@ def test_sighup_with_a_file_json_lets_through_is_refused_line_by_line_and_counte
     """Duplicate keys, Infinity, a 5000-digit integer and 10^5-deep nesting:
     the lines ``lapps check`` prints, each logged once, and
     ``lapps_config_reloads_total{result="failed"}``; a good file then counts ok."""
-    from test_admin import admin_port, admin_settings, poll_metrics
     server = start_server({"echo": reactive("/echo")}, admin_settings(), TEST_APPS)
     port = admin_port(server)
     path = tmp_path / "lapps.json"

@@ -4,16 +4,14 @@ must_stop(), and the process exits within ``shutdown_timeout`` even when a
 client never answers the close or a standalone thread is stuck in Lua."""
 
 import asyncio
-import base64
-import os
 import signal
-import socket
 import struct
 import time
 
 import websockets
 
 from conftest import TEST_APPS, reactive
+from support.raw import raw_upgrade, received_until_dropped
 
 CLIENTS = 5
 
@@ -24,33 +22,6 @@ def recorder(target, version="v1", **extra):
 
 def ticker(instances):
     return {"standalone": True, "instances": instances, "preload": ["nap"]}
-
-
-def raw_upgrade(port, path):
-    """A client that completes the opening handshake and then never reads
-    nor answers anything: the socket, with the 101 already read."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101 "), head
-    return sock
-
-
-def received_until_dropped(sock):
-    """What the server sent until it closed the connection (a reset, since
-    it aborts a client that does not answer its close)."""
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
 
 
 async def open_clients(server, path, count):

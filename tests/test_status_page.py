@@ -14,8 +14,9 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
 
 from conftest import reactive
-from test_admin import ECHO, SHOUTY, admin_port, admin_settings, write_apps
-from test_browser import node
+from support.admin import admin_port, admin_settings
+from support.apps import ECHO, SHOUTY, write_apps
+from support.node import node
 
 TARGET = '/x<b id="from-target">bold</b>'
 ERROR = ("<img id=\"from-error\" src=x onerror=\"document.title='pwned'\">"

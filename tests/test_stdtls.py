@@ -27,8 +27,8 @@ from twisted.python.failure import Failure
 from conftest import reactive
 from lapps import tls
 from lapps.protocols.stdtls import StdTLSFactory
-from test_handshake_limits import request_head
-from test_tls import PKI, trusting
+from support.pki import PKI, trusting
+from support.raw import request_head
 
 
 

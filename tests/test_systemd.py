@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 from conftest import REPO, Server, reactive, write_config
 from lapps.systemd import notify
 from redis_server import free_port
-from test_admin import ECHO, held_apps, held_services, write_apps
+from support.apps import ECHO, held_apps, held_services, write_apps
 
 
 def notify_socket(address):

@@ -26,6 +26,8 @@ from OpenSSL import SSL
 
 from conftest import APPS, REPO, TWISTD, Server, reactive, write_config
 from lapps import devcert
+from support.peers import has_ipv6_loopback
+from support.pki import PKI, trusting, write_pem
 
 MiB = 1024 * 1024
 ECHO = {"echo": reactive("/echo", instances=2)}
@@ -42,34 +44,6 @@ def text(size):
 
 
 # --- certificates ---------------------------------------------------------
-
-def write_pem(path, *parts):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(parts))
-    return path
-
-
-class PKI:
-    """A CA and a localhost/127.0.0.1/::1 server certificate it signs, as
-    files under ``directory`` (``ssl/ca.pem``, ``ssl/cert.pem``, ``ssl/key.pem``)."""
-
-    def __init__(self, directory, name="ssl"):
-        self.ca_cert, self.ca_key = devcert.make_ca()
-        self.cert, self.key = devcert.make_server_cert(self.ca_cert, self.ca_key)
-        self.dir = Path(directory) / name
-        self.ca = write_pem(self.dir / "ca.pem", devcert.pem_cert(self.ca_cert))
-        self.cert_file = write_pem(self.dir / "cert.pem", devcert.pem_cert(self.cert))
-        self.key_file = write_pem(self.dir / "key.pem", devcert.pem_key(self.key))
-
-    def server(self, version=3, relative_to=None, **extra):
-        """The ``server`` config keys serving this certificate; paths are made
-        relative to ``relative_to`` (the config's folder) when given."""
-        def where(p):
-            return os.path.relpath(p, relative_to) if relative_to else str(p)
-        return {"tls": True, "tls_server_version": version,
-                "tls_certificates": {"ca": where(self.ca), "cert": where(self.cert_file),
-                                     "key": where(self.key_file)}, **extra}
-
 
 @pytest.fixture
 def pki(tmp_path):
@@ -119,17 +93,6 @@ def chain(tmp_path):
     }
     assert leaf.issuer == intermediate[0].subject != root[0].subject
     return files
-
-
-def trusting(cafile, maximum=None, minimum=None):
-    """A client context that trusts ``cafile`` alone and checks hostnames."""
-    ctx = ssl.create_default_context(cafile=str(cafile))
-    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    if maximum is not None:
-        ctx.maximum_version = maximum
-    if minimum is not None:
-        ctx.minimum_version = minimum
-    return ctx
 
 
 # --- clients ---------------------------------------------------------------
@@ -399,18 +362,7 @@ def test_devcert_certificates_verify_under_strict_x509_checks(start_server, tmp_
 
 # --- IPv6 --------------------------------------------------------------------------
 
-def _has_ipv6_loopback():
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
 def test_ipv6_loopback_listener(start_server, pki, scheme):
     settings = {"ip": "::1", **(pki.server() if scheme == "wss" else {})}

@@ -14,7 +14,7 @@ import signal
 import websockets
 
 from conftest import TEST_APPS, reactive
-from test_workers import all_exit_within, pid_of_new_connection, supervised  # noqa: F401
+from support.workers import all_exit_within, pid_of_new_connection
 
 EXIT_STALLED = 70
 PIDREPORT = {"pidreport": reactive("/pid", instances=2, handler_timeout=1)}

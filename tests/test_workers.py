@@ -7,7 +7,6 @@ import asyncio
 import errno
 import json
 import os
-import select
 import signal
 import socket
 import time
@@ -19,23 +18,12 @@ import websockets
 from twisted.internet.testing import MemoryReactorClock
 
 import cbor2
-from conftest import TEST_APPS, Supervised, call, reactive, run_twistd, write_config
+from conftest import TEST_APPS, Supervised, call, lapps_check, reactive, run_twistd, write_config
 from lapps import config as configuration
 from lapps import devcert
 from lapps.workers.supervisor import Supervisor
 from redis_server import free_port
-
-@pytest.fixture
-def supervised(tmp_path, reap):
-    """``supervised(services, applications=TEST_APPS, **server_keys)`` → a
-    running :class:`Supervised` with two workers (on the host bus unless
-    ``bus`` says otherwise); killed after the test if still running."""
-    def start(services, applications=TEST_APPS, **server):
-        config = write_config(tmp_path, services, {"workers": {"workers": 2},
-                                                   "shutdown_timeout": 5, **server}, applications)
-        return reap(Supervised(config))
-
-    return start
+from support.workers import all_exit_within, pid_of_new_connection
 
 
 def redis_bus(redis):
@@ -53,34 +41,6 @@ def alive(pid):
     except ProcessLookupError:
         return False
     return True
-
-
-def all_exit_within(pids, timeout):
-    """Whether every process of ``pids`` ends within ``timeout`` seconds
-    (awaited on pidfds, which a process not reaped yet also makes readable)."""
-    fds = [os.pidfd_open(pid) for pid in pids]
-    try:
-        poller, deadline = select.poll(), time.monotonic() + timeout
-        for fd in fds:
-            poller.register(fd, select.POLLIN)
-        left = set(fds)
-        while left:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            for fd, _ in poller.poll(remaining * 1000):
-                poller.unregister(fd)
-                left.discard(fd)
-        return True
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-async def pid_of_new_connection(server):
-    async with websockets.connect(server.url("/pid")) as ws:
-        await ws.send("?")
-        return int(await asyncio.wait_for(ws.recv(), 10))
 
 
 PIDREPORT = {"pidreport": reactive("/pid", instances=2)}
@@ -213,7 +173,6 @@ def test_the_lapps_deployment_shape_runs_three_workers_unmodified(tmp_path, reap
 
 @pytest.mark.parametrize("workers", ["auto", 3], ids=["auto", "lapps_pair"])
 def test_lapps_check_accepts_auto_and_the_lapps_pair(tmp_path, workers):
-    from test_bus import lapps_check
     config = write_lapps_pair(tmp_path, LAPPS_PIDREPORT, workers=workers)
     result = lapps_check(config)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"{config}: ok\n", "")

@@ -9,7 +9,8 @@ import collections
 import weakref
 from dataclasses import dataclass
 
-from lapps.bus.redis import address as bus_address
+from lapps import redis_address as bus_address
+from lapps.start_order import services_to_start  # the same choice the workers make
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,6 @@ class SupervisorStatus:
         return lines
 
     def services(self):
-        from lapps.app import services_to_start  # the same choice the workers make
         config = self.supervisor.config
         counts = self.open_connections()
         started = all(w.ready for w in self.supervisor.workers)

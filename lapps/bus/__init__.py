@@ -28,9 +28,9 @@ the bus; the Lua services start once it is ready.
 from dataclasses import dataclass
 from typing import Any
 
+from lapps.bus.unavailable import BusUnavailable
 
-class BusUnavailable(Exception):
-    """Redis cannot be reached (the message names it and says why)."""
+__all__ = ["Bus", "BusUnavailable", "build"]
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ from lapps.deploy import lar, signature
 
 
 def pack(directory, output=None):
-    directory = os.path.normpath(directory)
-    output = output or os.path.basename(directory) + ".lar"
+    output = output or os.path.basename(os.path.abspath(directory)) + ".lar"
     count = lar.pack(directory, output)
     print(f"wrote {output}: {count} files, sha256 {lar.file_sha256(output)}")
     return 0

@@ -2,40 +2,45 @@
 one archive at a time, and either all of them or none take effect.
 
 1. In a thread: copy the archive into a new folder of ``directories.tmp``
-   (what is checked is what is unpacked), check its signature when
-   ``deploy.trusted_keys`` is set, read and unpack it
-   (:mod:`lapps.deploy.lar`), validate its descriptor on its own and merged
-   with the running config, and load its module in ``lapps check`` in a
-   child process (a module that hangs at load holds up no client).
-2. In the reactor: move the service folder into the applications folder
-   (the old version aside), write the state file, and apply the new
-   config as a reload does: a new service starts, a running one gets its
-   new version (its clients get 1012), the rest goes on.
-3. The archive is removed; or, on any refusal, kept as ``NAME.lar.failed``
-   beside ``NAME.lar.log`` (the reasons), with the folder, the state and
-   the running services as they were.
+   (what is checked is what is unpacked; only a regular file is read),
+   check its signature when ``deploy.trusted_keys`` is set, read and unpack
+   it (:mod:`lapps.deploy.lar`), and validate its descriptor on its own and
+   merged with the running config.
+2. ``lapps check`` of the new service alone, in a child process that a
+   stop or ``deploy.check_timeout`` kills (a module that hangs at load holds
+   up no client).
+3. In the reactor: move the service folder into the applications folder
+   (the old version aside), write the state file, and apply the new config
+   as a reload does: a new service starts, a running one gets its new
+   version (its clients get 1012), the rest goes on. Whatever fails here is
+   undone: the old folder and state come back.
+4. The archive is removed; or, on any refusal, kept as ``NAME.lar.failed``
+   beside ``NAME.lar.log`` (the reasons). An archive rewritten while it was
+   being deployed is left in place and deployed again.
 """
 
 import dataclasses
 import json
 import os
 import shutil
+import stat
 import tempfile
 from datetime import datetime, timezone
 
 from twisted.application.service import Service
 from twisted.internet import threads
-from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.defer import CancelledError, DeferredLock, inlineCallbacks
 from twisted.logger import Logger
 
-from lapps import cli, config as configuration, config_json
+from lapps import config as configuration, config_json
+from lapps.child_check import check_in_child
 from lapps.deploy import lar, signature, state
 from lapps.deploy.watch import ArchiveWatch
 
 log = Logger(namespace="lapps.deploy")
 
-#: The largest signature file read.
-MAX_SIGNATURE_BYTES = 1024
+#: The largest signature file and descriptor read.
+MAX_SIGNATURE_BYTES, MAX_DESCRIPTOR_BYTES = 1024, 1 << 20
 #: The prefix of each archive's folder in directories.tmp.
 JOB_PREFIX = "deploy-"
 
@@ -56,43 +61,72 @@ class Prepared:
     name: str        # the service
     staged: str      # the service folder, unpacked
     deployed: dict   # the deploy state with it
+    check: str       # the config of ``lapps check`` for the service alone
+
+
+def shown(name):
+    """A file name as a log line may hold it (no line break, no control character)."""
+    return name if name.isprintable() else ascii(name)
 
 
 def limits(deploy_settings):
     return lar.Limits(**{f.name: deploy_settings[f.name] for f in dataclasses.fields(lar.Limits)})
 
 
+def _identity(path):
+    """What tells one version of a file from the next, or None."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _read_regular(path, most, what):
+    """Up to ``most`` + 1 bytes of a regular file (never a FIFO, a device or a symlink)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as e:
+        raise Refused([f"{shown(os.path.basename(path))}: cannot open {what}: "
+                       f"{e.strerror or e}"]) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Refused([f"{shown(os.path.basename(path))}: {what} is not a regular file"])
+    with os.fdopen(fd, "rb") as f:
+        return f.read(most + 1)
+
+
 def _copy(source, destination, most):
-    """Copy at most ``most`` bytes (what is checked is this copy, not a file
-    that may still change)."""
-    with open(source, "rb") as src, open(destination, "xb") as dst:
-        while block := src.read(1 << 16):
-            if dst.tell() + len(block) > most:
-                raise Refused([f"{os.path.basename(source)}: larger than "
-                               f"deploy.max_archive_bytes ({most} bytes)"])
-            dst.write(block)
+    """The archive's bytes, at most ``most``, copied (what is checked is
+    this copy, not a file that may still change)."""
+    data = _read_regular(source, most, "the archive")
+    if len(data) > most:
+        raise Refused([f"{shown(os.path.basename(source))}: larger than "
+                       f"deploy.max_archive_bytes ({most} bytes)"])
+    with open(destination, "xb") as f:
+        f.write(data)
 
 
 def _check_signature(archive_path, sha256_hex, trusted):
     where = archive_path + signature.SUFFIX
-    try:
-        with open(where, "rb") as f:
-            text = f.read(MAX_SIGNATURE_BYTES).decode("ascii", "replace")
-    except FileNotFoundError:
-        raise Refused([f"{os.path.basename(archive_path)}: no signature "
-                       f"{os.path.basename(where)} (deploy.trusted_keys is set; write the "
-                       "signature before the archive)"]) from None
-    if not signature.check(text, sha256_hex, trusted):
-        raise Refused([f"{os.path.basename(where)}: not a signature of this archive by any "
-                       "of deploy.trusted_keys"])
+    if not os.path.lexists(where):
+        raise Refused([f"{shown(os.path.basename(archive_path))}: no signature "
+                       f"{shown(os.path.basename(where))} (deploy.trusted_keys is set; write the "
+                       "signature before the archive)"])
+    text = _read_regular(where, MAX_SIGNATURE_BYTES, "the signature")
+    if not signature.check(text.decode("ascii", "replace"), sha256_hex, trusted):
+        raise Refused([f"{shown(os.path.basename(where))}: not a signature of this archive by "
+                       "any of deploy.trusted_keys"])
 
 
 def _descriptor(path, source):
+    if not os.path.lexists(path):
+        raise Refused([f"{source}: the archive has no service descriptor there"])
+    raw = _read_regular(path, MAX_DESCRIPTOR_BYTES, "the descriptor")
+    if len(raw) > MAX_DESCRIPTOR_BYTES:
+        raise Refused([f"{source}: the descriptor is larger than {MAX_DESCRIPTOR_BYTES} bytes"])
     try:
-        with open(path, "rb") as f:
-            data, unusable = config_json.loads(f.read())
-    except FileNotFoundError:
-        raise Refused([f"{source}: the archive has no service descriptor there"]) from None
+        data, unusable = config_json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise Refused([f"{source}: /: invalid JSON: {e}"]) from None
     if unusable:
@@ -105,8 +139,8 @@ def _descriptor(path, source):
     return data
 
 
-def _check_module(job, name, descriptor, timeout, archive_name):
-    """``lapps check`` of the new service alone, from its unpacked folder."""
+def _write_check_config(job, name, descriptor):
+    """A config holding the new service alone, from its unpacked folder."""
     check_path = os.path.join(job, "check.json")
     service = {k: v for k, v in descriptor.items() if k not in ("name", "depends")}
     with open(check_path, "w") as f:
@@ -114,34 +148,28 @@ def _check_module(job, name, descriptor, timeout, archive_name):
                    "directories": {"applications": os.path.join(job, "apps"),
                                    "deploy": os.path.join(job, "no-deploy"), "tmp": job},
                    "services": {name: dict(service, auto_start=True)}}, f)
-    try:
-        cli.check_in_child_process(check_path, timeout)
-    except configuration.ConfigError as e:
-        raise Refused([line.replace(check_path, archive_name) for line in e.lines]) from None
+    return check_path
 
 
 def prepare(archive_path, running):
     """Step 1 (see the module docstring) for the ``running`` config."""
-    archive_name = os.path.basename(archive_path)
-    stem, settings = archive_name[:-len(".lar")], running.server["deploy"]
+    archive_name = shown(os.path.basename(archive_path))
+    stem, settings = os.path.basename(archive_path)[:-len(".lar")], running.server["deploy"]
     os.makedirs(running.tmp_dir, exist_ok=True)
     job = tempfile.mkdtemp(prefix=JOB_PREFIX, dir=running.tmp_dir)
     try:
         copy = os.path.join(job, "archive.lar")
         _copy(archive_path, copy, settings["max_archive_bytes"])
-        try:
-            archive = lar.read(copy, limits(settings))
-        except lar.LarError as e:
-            raise Refused([f"{archive_name}: {e}"]) from None
-        if settings["trusted_keys"]:
-            _check_signature(archive_path, archive.file_sha256, settings["trusted_keys"])
+        if settings["trusted_keys"]:  # before anything of the archive is decompressed
+            _check_signature(archive_path, lar.file_sha256(copy), settings["trusted_keys"])
         files = os.path.join(job, "files")
         os.mkdir(files)
         try:
+            archive = lar.read(copy, limits(settings))
             lar.unpack(copy, archive, files)
         except lar.LarError as e:
             raise Refused([f"{archive_name}: {e}"]) from None
-        source = f"{archive_name}:{archive.top}/{stem}.json"
+        source = f"{archive_name}:{shown(archive.top)}/{shown(stem)}.json"
         descriptor = _descriptor(os.path.join(files, archive.top, f"{stem}.json"), source)
         name = descriptor["name"]
         staged = os.path.join(job, "apps", name)
@@ -150,7 +178,7 @@ def prepare(archive_path, running):
         problems = configuration.check_descriptor(name, descriptor, staged, source)
         if problems:
             raise Refused(problems)
-        entry = {"descriptor": descriptor, "archive": archive_name,
+        entry = {"descriptor": descriptor, "archive": os.path.basename(archive_path),
                  "sha256": archive.file_sha256, "files": len(archive.entries),
                  "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         deployed = dict(running.deployed, **{name: entry})
@@ -158,8 +186,7 @@ def prepare(archive_path, running):
             configuration.rebuild(running, deployed, locations={name: staged})
         except configuration.ConfigError as e:
             raise Refused(e.lines) from None
-        _check_module(job, name, descriptor, settings["check_timeout"], archive_name)
-        return Prepared(job, name, staged, deployed)
+        return Prepared(job, name, staged, deployed, _write_check_config(job, name, descriptor))
     except BaseException:
         shutil.rmtree(job, ignore_errors=True)
         raise
@@ -184,6 +211,48 @@ def _move(source, destination):
         shutil.copytree(source, destination, symlinks=True)
 
 
+class _Swap:
+    """Step 3's changes to the file system, each undone in reverse order if
+    a later one, or the reload, fails."""
+
+    def __init__(self, running, prepared):
+        self.running, self.prepared = running, prepared
+        apps, name = running.apps_dir, prepared.name
+        self.target = os.path.join(apps, name)
+        self.incoming, self.replaced = (os.path.join(apps, f".{name}.{what}")
+                                        for what in ("new", "old"))
+        self.done = []
+
+    def apply(self):
+        os.makedirs(self.running.apps_dir, exist_ok=True)
+        if not os.path.isdir(self.target) and os.path.isdir(self.replaced):
+            os.rename(self.replaced, self.target)  # a swap a killed process left half done
+        for leftover in (self.incoming, self.replaced):
+            shutil.rmtree(leftover, ignore_errors=True)
+        _move(self.prepared.staged, self.incoming)
+        self.done.append(lambda: shutil.rmtree(self.incoming, ignore_errors=True))
+        if os.path.isdir(self.target):
+            os.rename(self.target, self.replaced)
+            self.done.append(lambda: os.rename(self.replaced, self.target))
+        os.rename(self.incoming, self.target)
+        self.done.append(lambda: shutil.rmtree(self.target))
+        state.write(self.running.deploy_dir, self.prepared.deployed)
+        self.done.append(lambda: state.write(self.running.deploy_dir, self.running.deployed))
+
+    def undo(self):
+        """Reverse what was done; what could not be undone, one line each."""
+        failed = []
+        for step in reversed(self.done):
+            try:
+                step()
+            except OSError as e:
+                failed.append(f"could not undo the deploy: {e}")
+        return failed
+
+    def finish(self):
+        shutil.rmtree(self.replaced, ignore_errors=True)
+
+
 class Deployer(Service):
     """Deploys the archives of the running config's deploy folder.
 
@@ -201,6 +270,7 @@ class Deployer(Service):
         self.watch = None
         self._lock = DeferredLock()
         self._pending = set()
+        self._checking = None  # the child check under way, cancelled at stop
 
     def startService(self):
         super().startService()
@@ -222,10 +292,13 @@ class Deployer(Service):
                      how=self.watch.how)
 
     def stopService(self):
-        """Stop watching; fires once the deploy under way, if any, has ended."""
+        """Stop watching and kill a check under way; fires once the deploy
+        under way, if any, has ended."""
         super().stopService()
         if self.watch is not None:
             self.watch.stop()
+        if self._checking is not None:
+            self._checking.cancel()
         return self._lock.run(lambda: None)
 
     def queue(self, path):
@@ -237,73 +310,92 @@ class Deployer(Service):
     @inlineCallbacks
     def _deploy(self, path):
         self._pending.discard(path)
-        if not (self.running and os.path.isfile(path)):
+        if not (self.running and os.path.lexists(path)):
             return  # stopping, or already deployed by an earlier event
-        running = self.running_config()
+        running, version = self.running_config(), _identity(path)
         prepared, refused = None, None
         try:
             prepared = yield threads.deferToThreadPool(
                 self.reactor, self.reactor.getThreadPool(), prepare, path, running)
+            yield self._check(prepared, running)
             yield self._install(prepared)
         except Refused as e:
             refused = e.lines
+        except CancelledError:
+            refused = ["the server stopped during the deploy"]
         except Exception as e:  # a file system error, say: one line, the archive kept
-            refused = [f"{os.path.basename(path)}: {type(e).__name__}: {e}"]
+            refused = [f"{shown(os.path.basename(path))}: {type(e).__name__}: {e}"]
         finally:
             if prepared is not None:
                 shutil.rmtree(prepared.job, ignore_errors=True)
-        if refused is None:
-            self._done(path, prepared, running)
+        now = _identity(path)
+        if now is not None and now != version:
+            log.info("{archive} was written again during its deploy: deploying it again",
+                     lapps_event="deploy.rewritten", archive=shown(os.path.basename(path)))
+            self.queue(path)
         elif not self.running:  # the server stopped under it: try again at the next start
             log.info("{archive}: deploy interrupted by the stop; it is deployed at the next "
-                     "start", lapps_event="deploy.interrupted", archive=os.path.basename(path))
+                     "start", lapps_event="deploy.interrupted",
+                     archive=shown(os.path.basename(path)))
+        elif refused is None:
+            self._done(path, prepared, running)
         else:
             self._refuse(path, refused)
 
     @inlineCallbacks
-    def _install(self, prepared):
-        """Step 2, on the config running now (a SIGHUP may have come since
-        step 1); undone if the new config cannot be applied."""
-        running = self.running_config()
-        apps, name = running.apps_dir, prepared.name
-        target = os.path.join(apps, name)
-        incoming, replaced = (os.path.join(apps, f".{name}.{what}") for what in ("new", "old"))
-        os.makedirs(apps, exist_ok=True)
-        for leftover in (incoming, replaced):
-            shutil.rmtree(leftover, ignore_errors=True)
-        _move(prepared.staged, incoming)
-        had_old = os.path.isdir(target)
-        if had_old:
-            os.rename(target, replaced)
-        os.rename(incoming, target)
-        state.write(running.deploy_dir, prepared.deployed)
+    def _check(self, prepared, running):
+        """Step 2."""
+        self._checking = check_in_child(prepared.check, running.server["deploy"]["check_timeout"],
+                                        self.reactor)
         try:
-            yield self.apply(configuration.rebuild(running, prepared.deployed))
+            yield self._checking
         except configuration.ConfigError as e:
-            shutil.rmtree(target, ignore_errors=True)
-            if had_old:
-                os.rename(replaced, target)
-            state.write(running.deploy_dir, running.deployed)
-            raise Refused(e.lines) from None
-        shutil.rmtree(replaced, ignore_errors=True)
+            archive = prepared.deployed[prepared.name]["archive"]
+            raise Refused([line.replace(prepared.check, shown(archive)) for line in e.lines]) \
+                from None
+        finally:
+            self._checking = None
+
+    @inlineCallbacks
+    def _install(self, prepared):
+        """Step 3, on the config running now (a SIGHUP may have come since step 1)."""
+        running = self.running_config()
+        swap = _Swap(running, prepared)
+        try:
+            swap.apply()
+            yield self.apply(configuration.rebuild(running, prepared.deployed))
+        except Exception as e:
+            lines = e.lines if isinstance(e, configuration.ConfigError) else \
+                [f"{type(e).__name__}: {e}"]
+            raise Refused(lines + swap.undo()) from None
+        swap.finish()
 
     def _done(self, path, prepared, running):
         for leftover in (path, path + signature.SUFFIX, path + ".failed", path + ".log"):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+            try:
+                if os.path.lexists(leftover):
+                    os.unlink(leftover)
+            except OSError as e:
+                log.warn("{archive}: cannot remove {leftover}: {error}",
+                         lapps_event="deploy.unremoved", archive=shown(os.path.basename(path)),
+                         leftover=shown(leftover), error=str(e))
         entry = prepared.deployed[prepared.name]
         verb = "updated" if prepared.name in running.services else "deployed"
         log.info("{archive}: service {service} {verb} (sha256 {sha256})",
-                 lapps_event="deploy.done", archive=entry["archive"], service=prepared.name,
-                 verb=verb, sha256=entry["sha256"])
+                 lapps_event="deploy.done", archive=shown(entry["archive"]),
+                 service=prepared.name, verb=verb, sha256=entry["sha256"])
         self.deploys.labels("ok").inc()
 
     def _refuse(self, path, lines):
-        archive = os.path.basename(path)
+        archive = shown(os.path.basename(path))
         try:
             os.replace(path, path + ".failed")
-            with open(path + ".log", "w") as f:
+            # written beside and renamed into place: a symlink there is replaced, never followed
+            fd, written = tempfile.mkstemp(prefix=".log.", dir=os.path.dirname(path))
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
                 f.write("".join(line + "\n" for line in lines))
+            os.chmod(written, 0o644)
+            os.replace(written, path + ".log")
         except OSError as e:
             log.error("{archive}: cannot mark it failed: {error}", lapps_event="deploy.unmarked",
                       archive=archive, error=str(e))

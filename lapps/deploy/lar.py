@@ -23,8 +23,9 @@ import struct
 MAGIC, VERSION = b"LAR", 1
 HEADER = struct.Struct("<3sBIII32s")
 ENTRY = struct.Struct("<QQII32s")
-#: The longest path an entry may hold (Linux's PATH_MAX).
-MAX_PATH = 4096
+#: The longest path an entry may hold (Linux's PATH_MAX), the longest name
+#: in it (NAME_MAX, in bytes) and the most folders deep a file may be.
+MAX_PATH, MAX_NAME, MAX_DEPTH = 4096, 255, 32
 _CHUNK = 1 << 16
 
 
@@ -80,6 +81,10 @@ def _check_path(path_bytes):
         raise LarError(f"path {shown} holds a control character or a backslash")
     if len(parts) < 2:
         raise LarError(f"file {shown} is not inside the archive's top-level folder")
+    if len(parts) > MAX_DEPTH + 1:
+        raise LarError(f"path {shown} is more than {MAX_DEPTH} folders deep")
+    if any(len(p.encode("utf-8")) > MAX_NAME for p in parts):
+        raise LarError(f"path {shown} holds a name longer than {MAX_NAME} bytes")
     return path
 
 
@@ -106,8 +111,9 @@ def _toc(data, items):
     return entries
 
 
-def _check_tree(entries):
-    """One top-level folder; no path given twice or both as a file and a folder."""
+def _check_tree(entries, most_folders):
+    """One top-level folder; no path given twice or both as a file and a
+    folder; no more folders than ``most_folders``."""
     tops = sorted({e.path.split("/", 1)[0] for e in entries})
     if len(tops) != 1:
         raise LarError(f"the archive must hold exactly one top-level folder, it holds "
@@ -117,11 +123,12 @@ def _check_tree(entries):
         if e.path in files:
             raise LarError(f"{ascii(e.path)} is in the archive twice")
         files.add(e.path)
-    for e in entries:
-        parts = e.path.split("/")
-        for n in range(1, len(parts)):
-            if "/".join(parts[:n]) in files:
-                raise LarError(f"{ascii('/'.join(parts[:n]))} is both a file and a folder")
+    folders = {"/".join(e.path.split("/")[:n]) for e in entries
+               for n in range(1, e.path.count("/") + 1)}
+    if len(folders) > most_folders:
+        raise LarError(f"{len(folders)} folders: more than deploy.max_files ({most_folders})")
+    for folder in folders & files:
+        raise LarError(f"{ascii(folder)} is both a file and a folder")
     return tops[0]
 
 
@@ -183,7 +190,8 @@ def read(path, limits=Limits()):
     if unpacked > limits.max_unpacked_bytes:
         raise LarError(f"{unpacked} bytes unpacked: more than deploy.max_unpacked_bytes "
                        f"({limits.max_unpacked_bytes})")
-    return Archive(tuple(entries), digest, file_sha256(path), _check_tree(entries), data_offset)
+    top = _check_tree(entries, limits.max_files)
+    return Archive(tuple(entries), digest, file_sha256(path), top, data_offset)
 
 
 def _write_new(path, data, mode):
@@ -191,7 +199,7 @@ def _write_new(path, data, mode):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    os.chmod(path, (mode & 0o777) | 0o600)  # no setuid, setgid or sticky bit
+    os.chmod(path, (mode & 0o755) | 0o600)  # no setuid, setgid, sticky bit or write for others
 
 
 def unpack(path, archive, destination):
@@ -210,23 +218,23 @@ def unpack(path, archive, destination):
             _write_new(target, data, e.mode)
 
 
-def _files(directory):
-    """Every regular file under ``directory``, as archive paths under its name."""
-    top = os.path.basename(os.path.normpath(directory))
+def _files(directory, output):
+    """Every regular file under ``directory`` but ``output``, as archive
+    paths under the folder's own name."""
+    top, skip = os.path.basename(os.path.abspath(directory)), os.path.abspath(output)
     for root, dirs, names in os.walk(directory):
         dirs.sort()
         for name in sorted(names):
             full = os.path.join(root, name)
-            if os.path.isfile(full) and not os.path.islink(full):
-                yield full, "/".join([top, os.path.relpath(full, directory)]
-                                     ).replace(os.sep, "/")
+            if os.path.isfile(full) and not os.path.islink(full) and os.path.abspath(full) != skip:
+                yield full, top + "/" + os.path.relpath(full, directory).replace(os.sep, "/")
 
 
 def pack(directory, output):
     """Write ``directory`` (its regular files, under its own name) as a
     .lar at ``output``, in the layout LAppS's ``lar e`` unpacks."""
     toc, streams, digests = [], [], []
-    for full, name in _files(directory):
+    for full, name in _files(directory, output):
         with open(full, "rb") as f:
             data = f.read()
         compressed = bz2.compress(data)

@@ -2,10 +2,9 @@
 
 import time
 
-_TIME = b"""
-local now = ...
-return { now = function() return now() end }
-"""
+from lapps.lua import source
+
+_TIME = source.read("clock.lua")
 
 
 def _now_ms():

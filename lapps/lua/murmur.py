@@ -2,24 +2,13 @@
 64-bit ``_Hash_bytes``, a MurmurHash2 variant with seed 0xc70f6907), so keys
 hashed here match those of the original; numbers hash to themselves."""
 
+from lapps.lua import source
+
 _MASK = (1 << 64) - 1
 _MUL = (0xC6A4A793 << 32) + 0x5BD1E995
 _SEED = 0xC70F6907
 
-_MURMUR = b"""
-local hash = ...
-local type, tonumber = type, tonumber
-local murmur = {}
-local function digest(x)
-  if type(x) ~= "string" and type(x) ~= "number" then
-    error("usage: murmur.hashstr(string or number) / murmur.hashnum(string or number)", 3)
-  end
-  return hash(x)
-end
-function murmur.hashstr(x) return digest(x) end
-function murmur.hashnum(x) return tonumber(digest(x), 16) end
-return murmur
-"""
+_MURMUR = source.read("murmur.lua")
 
 
 def _shift_mix(v):

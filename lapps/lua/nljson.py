@@ -22,19 +22,14 @@ on the development machine: ~3 us each way. Command::
 """
 
 import math
-from pathlib import Path
 
 import cbor2
 from lupa.luajit21 import LuaError
 
+from lapps.lua import source
 from lapps.protocols import messages
 
-_SOURCE = Path(__file__).with_name("nljson.lua").read_bytes()
-
-_LOAD = b"""
-local source = ...
-return assert(loadstring(source, "@nljson.lua"))(select(2, ...))
-"""
+_SOURCE = source.read("nljson.lua")
 
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63
 _MAX_ARGS = 1000  # flat values up to this size go to Lua as call arguments
@@ -134,7 +129,8 @@ class NlJson:
     def __init__(self, runtime):
         self._runtime = runtime
         self._table_from = runtime.table_from
-        module, internals = runtime.execute(_LOAD, _SOURCE, self._py_to_cbor, self._py_from_cbor)
+        module, internals = runtime.execute(_SOURCE, self._py_to_cbor, self._py_from_cbor,
+                                            name="@nljson.lua")
         runtime.globals()[b"nljson"] = module
         self.module = module
         self._to_cbor = internals[b"to_cbor"]

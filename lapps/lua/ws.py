@@ -5,26 +5,13 @@ arguments after self send a raw frame, two send a LAppS-protocol object
 
 from autobahn.websocket.protocol import WebSocketProtocol
 
+from lapps.lua import source
 from lapps.lua.nljson import NlJsonError
 from lapps.protocols import messages
 
 CLOSE_CODES = frozenset(WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED) | frozenset(range(3000, 5000))
 
-_WS = b"""
-local send_raw, send_lapps, close = ...
-local select = select
-local ws = {}
-function ws:send(...)
-  local n = select("#", ...)
-  if n == 3 then return send_raw(...) end
-  if n == 2 then return send_lapps(...) end
-  return false, "usage: ws:send(handler, opcode, data) or ws:send(handler, nljson_object)"
-end
-function ws:close(handler, code, reason)
-  return close(handler, code, reason)
-end
-return ws
-"""
+_WS = source.read("ws.lua")
 
 CLOSED = (False, b"no open connection with this handler")
 INVALID = b"An attempt to send an invalid LAppS-protocol message: "

@@ -1,6 +1,6 @@
 """The server's Prometheus metrics (``prometheus_client``), served by the
 admin listener's ``/metrics`` from :func:`exposition`; the list is in
-:mod:`lapps.metrics.definitions` and the README ("Metrics").
+:mod:`lapps.metrics.definitions` and docs/operations.md ("Metrics").
 
 Nothing here may slow the per-message path, where prometheus_client's
 ``inc`` (a lock; a file write in multiprocess mode) would cost more than

@@ -36,9 +36,10 @@ def _checked_caller():
     return code
 
 
-def _quiet_for(caller, stock=pprint.pformat, frame=sys._getframe, level=txaio.get_global_log_level):
+def _quiet_for(caller, stock=pprint.pformat, frame=sys._getframe):
     def pformat(obj, *args, **kwargs):
-        if frame(1).f_code is caller and level() in _QUIET_LEVELS:
+        # txaio's functions are looked up here: txaio.use_twisted() replaces them after import
+        if frame(1).f_code is caller and txaio.get_global_log_level() in _QUIET_LEVELS:
             return ""
         return stock(obj, *args, **kwargs)
     pformat.quiet = True

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from lapps import metrics
-from lapps.lua import modules, runtime as lua
+from lapps.lua import modules, runtime as lua, source
 from lapps.lua.nljson import NlJsonError
 from lapps.protocols import messages
 from lapps.services.lua_service import LuaService
@@ -49,11 +49,7 @@ def _retired(*event):
 
 
 #: The blocking calls a reactive instance makes by suspending its coroutine.
-_SUSPENDING = b"""
-local suspend = ...
-return function(seconds) return suspend("sleep", seconds) end,
-       function(id) return suspend("wait", id) end
-"""
+_SUSPENDING = source.read("reactive_suspend.lua", "lapps.services")
 
 
 def _lua_shown(value):

@@ -50,7 +50,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from lapps import config as configuration, metrics
-from lapps.cli import check_in_child_process
+from lapps.child_check import check_in_child_process
 from lapps.bus.host.hub import Hub
 from lapps.deadline import within
 from lapps.workers import reuseport

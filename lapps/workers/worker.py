@@ -84,7 +84,7 @@ def main(argv=None):
     from lapps import reactor as lapps_reactor
     from lapps.app import LAppSService
     from lapps.config import ConfigError
-    from lapps.tap import ReloadOnHangup
+    from lapps.hangup import ReloadOnHangup
     from lapps.workers.role import WorkerRole
 
     try:

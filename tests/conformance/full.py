@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conftest import REPO, Server, write_config  # noqa: E402
-from conformance import ECHO, run, socat_bridge  # noqa: E402
-from test_tls import PKI  # noqa: E402
+from support.conformance import ECHO, missing_tool, run, socat_bridge  # noqa: E402
+from support.pki import PKI  # noqa: E402
 
 
 def main():
@@ -31,6 +31,8 @@ def main():
     parser.add_argument("--wss", action="store_true", help="over TLS, through socat")
     parser.add_argument("-o", "--outdir", help="the report's folder")
     args, tool_args = parser.parse_known_args()
+    if missing_tool():
+        sys.exit(missing_tool())
     outdir = args.outdir or REPO / "reports" / ("conformance-wss" if args.wss else "conformance-ws")
     with tempfile.TemporaryDirectory(prefix="lapps-conformance-") as scratch:
         pki = PKI(scratch) if args.wss else None

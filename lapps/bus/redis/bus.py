@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 
 from lapps import metrics
-from lapps.bus.redis import address as bus_address
+from lapps import redis_address as bus_address
 from lapps.bus.redis.link import Link, Subscriber, probe
 
 log = Logger(namespace="lapps.bus")

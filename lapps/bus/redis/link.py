@@ -21,7 +21,7 @@ from twisted.internet import endpoints
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from lapps.bus import BusUnavailable
+from lapps.bus.unavailable import BusUnavailable
 
 log = Logger(namespace="lapps.bus")
 

@@ -46,6 +46,7 @@ from lapps.bus.local import mqr as local
 from lapps.bus.redis.bus import failure_text
 from lapps.bus.redis.link import Link
 from lapps.bus.remote import RemoteQueue
+from lapps.lua import source
 
 log = Logger(namespace="lapps.mqr")
 
@@ -60,36 +61,11 @@ _BATCH = 1000
 
 # (An empty stream holds no bytes: a count left over, e.g. by a stream
 # deleted by hand, goes.)
-_POST = b"""
-local length = redis.call('XLEN', KEYS[1])
-if length >= tonumber(ARGV[1]) then return 0 end
-local held = 0
-if length > 0 then
-  held = tonumber(redis.call('GET', KEYS[2]) or '0')
-else
-  redis.call('DEL', KEYS[2])
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('XGROUP', 'CREATE', KEYS[1], 'lapps', '0', 'MKSTREAM')
-  end
-end
-if held + #ARGV[2] > tonumber(ARGV[3]) then return 0 end
-redis.call('XADD', KEYS[1], '*', 'v', ARGV[2])
-redis.call('INCRBY', KEYS[2], #ARGV[2])
-return 1
-"""
+_POST = source.read("mqr_post.lua", "lapps.bus.redis")
 
 # (Only entries still in the stream free their bytes: an id acknowledged
 # twice frees them once.)
-_ACK = b"""
-local freed = 0
-for _, id in ipairs(ARGV) do
-  local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
-  if entry then freed = freed + #entry[2][2] end
-end
-redis.call('XACK', KEYS[1], 'lapps', unpack(ARGV))
-if freed > 0 then redis.call('DECRBY', KEYS[2], freed) end
-return redis.call('XDEL', KEYS[1], unpack(ARGV))
-"""
+_ACK = source.read("mqr_ack.lua", "lapps.bus.redis")
 
 
 

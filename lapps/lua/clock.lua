@@ -1,0 +1,3 @@
+-- The time global (time.now(), wall-clock ms): installed by clock.py.
+local now = ...
+return { now = function() return now() end }
