@@ -42,14 +42,8 @@ function echo.onShutdown() end
 return echo
 """
 #: Raises what the client sent: a Lua error whose text a client controls.
-SHOUTY = """
-shouty = {}
-function shouty.onStart() end
-function shouty.onMessage(handler, opcode, message) error(message) end
-function shouty.onDisconnect(handler) end
-function shouty.onShutdown() end
-return shouty
-"""
+SHOUTY = ECHO.replace("return ws:send(handler, opcode, message)", "error(message)").replace(
+    "echo", "shouty")
 
 
 def write_apps(directory, **sources):
