@@ -22,7 +22,7 @@ from lapps.bus import BusUnavailable
 from lapps.deadline import within
 from lapps.deploy.deployer import Deployer
 from lapps.lua.runtime import LuaStartError
-from lapps.protocols import quiet_handshake
+from lapps.protocols import private_names, quiet_handshake
 from lapps.protocols.fastpath import LISTEN_BACKLOG, CoalescingClock, EagerTCPServerEndpoint
 from lapps.protocols.server import LAppSServerFactory
 from lapps.protocols.stdtls import StdTLSFactory
@@ -81,11 +81,11 @@ def _server_tls(config):
                               config.server["tls_server_version"])
 
 
-def _endpoint(server, reactor):
+def _endpoint(server, reactor, eager):
     """A TCP endpoint: the listener layers TLS itself, above the global ACL.
-    With ``fast_path``, its transports write at once when nothing is queued."""
+    ``eager`` (the fast path): its transports write at once when nothing is queued."""
     ip, port = server["ip"], server["port"]
-    if server["fast_path"]:
+    if eager:
         return EagerTCPServerEndpoint(reactor, port, interface=ip)
     if ":" in ip:
         return endpoints.TCP6ServerEndpoint(reactor, port, LISTEN_BACKLOG, interface=ip)
@@ -159,26 +159,29 @@ class LAppSService(MultiService):
         self.broadcasts = self.bus.broadcasts
         self.broadcasts.setServiceParent(self)
         server = cfg.server
+        # the server key, unless a private name it relies on is missing here (logged)
+        self.fast_path = server["fast_path"] and private_names.fast_path_available()
         self.parts = ServerParts(cfg.lua_path, self.connections, self.broadcasts, reactor,
                                  tls.ClientTLS(cfg.ca_file, server["tls_client_version"],
                                                server["tls_client_verify"]),
                                  pam_auth=self.pam_auth, mqr=self.mqr,
-                                 fast_path=server["fast_path"])
+                                 fast_path=self.fast_path)
         self.lua_services = _build(cfg, self.parts, self._wanted(cfg))
         self._wire(self.lua_services)
         self.factory = LAppSServerFactory(_routes(self.lua_services), self.connections,
                                           self.broadcasts, acl=self.acl)
-        self.factory.fast_path = server["fast_path"]
-        if server["fast_path"]:
+        self.factory.fast_path = self.fast_path
+        if self.fast_path:
             quiet_handshake.install()
         scheme = "wss" if server["tls"] else "ws"
         self.server_tls = tls.ServerTLS(_server_tls(cfg)) if server["tls"] else None
-        endpoint = worker.endpoint(server, reactor) if worker else _endpoint(server, reactor)
+        endpoint = worker.endpoint(server, reactor, self.fast_path) if worker else \
+            _endpoint(server, reactor, self.fast_path)
         port = worker.port if worker else server["port"]
         self.listener = ListenerService(endpoint, self.factory, f"{scheme}://{server['ip']}:{port}",
                                         reactor, tls=self.server_tls, acl=self.acl,
                                         peer_limits=PeerLimits(server["limits"], reactor))
-        if server["fast_path"]:
+        if self.fast_path:
             self.listener.tls_clock = CoalescingClock(reactor)
             self.listener.tls_factory = StdTLSFactory
         self.listener.setServiceParent(self)

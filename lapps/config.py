@@ -278,7 +278,8 @@ SERVER = Object({
                         "Autobahn's per-frame callbacks, and plain `ws` writes go to the socket "
                         "at once instead of on the reactor's next turn. Messages and close codes "
                         "are the same either way; `false` keeps every connection on Autobahn's "
-                        "and Twisted's own path."),
+                        "and Twisted's own path, as does an Autobahn or Twisted without a private "
+                        "name the fast path relies on (logged as `fast_path.unavailable`)."),
     "bus": BUS,
     "admin": ADMIN,
     "deploy": DEPLOY,

@@ -74,7 +74,7 @@ def _check_and_reload(supervisor):
 
 
 def makeService(options):
-    if options.service.config.server["fast_path"]:  # the epoll reactor's cheaper dispatch
+    if getattr(options.service, "fast_path", False):  # the epoll reactor's cheaper dispatch
         lapps_reactor.install(options.service.reactor)
     top = MultiService()
     served = options.service  # a single process has its admin listener inside

@@ -214,6 +214,25 @@ def test_a_version_the_server_cannot_start_is_undone(site, reap):
     assert server.count("config.reload_failed|reload failed") >= 1
 
 
+#: Takes a second to load: the window in which the test writes the archive again.
+SLOW_TO_LOAD = RECORDER.replace("local recorder = {}", """local recorder = {}
+local began = os.clock()
+while os.clock() - began < 1 do end""")
+
+
+def test_an_archive_written_again_during_its_deploy_is_deployed_again(site, reap, tmp_path):
+    server = serve(site, reap)
+    site.drop("again.lar", lar_bytes(service_files("again", "/again", "v1", lua=SLOW_TO_LOAD)))
+    server.wait_for(r"again\.lar: checking service again", timeout=30)
+    newer = tmp_path / "again.lar"
+    newer.write_bytes(lar_bytes(service_files("again", "/again", "v2")))
+    os.replace(newer, site.deploy / "again.lar")  # as mv does
+    server.wait_for(r"again\.lar was written again during its deploy", timeout=30)
+    deployed(server, "again", count=2)
+    asyncio.run(echoes(server.url("/again"), "version", "v2"))
+    assert not (site.deploy / "again.lar").exists()
+
+
 #: Each crafted archive, and a part of the line that refuses it.
 def _bomb():
     return [("bomb/bomb.lua", b"\0" * (4 << 20), 0o644, 100)]

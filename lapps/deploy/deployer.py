@@ -329,22 +329,26 @@ class Deployer(Service):
             if prepared is not None:
                 shutil.rmtree(prepared.job, ignore_errors=True)
         now = _identity(path)
-        if now is not None and now != version:
-            log.info("{archive} was written again during its deploy: deploying it again",
-                     lapps_event="deploy.rewritten", archive=shown(os.path.basename(path)))
-            self.queue(path)
-        elif not self.running:  # the server stopped under it: try again at the next start
+        rewritten = now is not None and now != version  # the file there is not what was read
+        if not self.running:  # the server stopped under it: try again at the next start
             log.info("{archive}: deploy interrupted by the stop; it is deployed at the next "
                      "start", lapps_event="deploy.interrupted",
                      archive=shown(os.path.basename(path)))
         elif refused is None:
-            self._done(path, prepared, running)
+            self._done(path, prepared, running, remove=not rewritten)
         else:
-            self._refuse(path, refused)
+            self._refuse(path, refused, mark=not rewritten)
+        if rewritten and self.running:
+            log.info("{archive} was written again during its deploy: deploying it again",
+                     lapps_event="deploy.rewritten", archive=shown(os.path.basename(path)))
+            self.queue(path)
 
     @inlineCallbacks
     def _check(self, prepared, running):
         """Step 2."""
+        log.info("{archive}: checking service {service} in a child process",
+                 lapps_event="deploy.checking", service=prepared.name,
+                 archive=shown(prepared.deployed[prepared.name]["archive"]))
         self._checking = check_in_child(prepared.check, running.server["deploy"]["check_timeout"],
                                         self.reactor)
         try:
@@ -370,8 +374,9 @@ class Deployer(Service):
             raise Refused(lines + swap.undo()) from None
         swap.finish()
 
-    def _done(self, path, prepared, running):
-        for leftover in (path, path + signature.SUFFIX, path + ".failed", path + ".log"):
+    def _done(self, path, prepared, running, remove=True):
+        for leftover in (path, path + signature.SUFFIX, path + ".failed", path + ".log")[
+                0 if remove else 2:]:
             try:
                 if os.path.lexists(leftover):
                     os.unlink(leftover)
@@ -386,16 +391,11 @@ class Deployer(Service):
                  service=prepared.name, verb=verb, sha256=entry["sha256"])
         self.deploys.labels("ok").inc()
 
-    def _refuse(self, path, lines):
+    def _refuse(self, path, lines, mark=True):
         archive = shown(os.path.basename(path))
         try:
-            os.replace(path, path + ".failed")
-            # written beside and renamed into place: a symlink there is replaced, never followed
-            fd, written = tempfile.mkstemp(prefix=".log.", dir=os.path.dirname(path))
-            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
-                f.write("".join(line + "\n" for line in lines))
-            os.chmod(written, 0o644)
-            os.replace(written, path + ".log")
+            if mark:  # (an archive written again meanwhile stays as it is, for its next deploy)
+                self._mark_failed(path, lines)
         except OSError as e:
             log.error("{archive}: cannot mark it failed: {error}", lapps_event="deploy.unmarked",
                       archive=archive, error=str(e))
@@ -403,3 +403,14 @@ class Deployer(Service):
             log.error("{archive} not deployed: {line}", lapps_event="deploy.refused",
                       archive=archive, line=line)
         self.deploys.labels("refused").inc()
+
+    @staticmethod
+    def _mark_failed(path, lines):
+        """``NAME.lar.failed`` beside ``NAME.lar.log``, the reasons."""
+        os.replace(path, path + ".failed")
+        # written beside and renamed into place: a symlink there is replaced, never followed
+        fd, written = tempfile.mkstemp(prefix=".log.", dir=os.path.dirname(path))
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.chmod(written, 0o644)
+        os.replace(written, path + ".log")

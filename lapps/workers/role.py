@@ -21,9 +21,9 @@ class WorkerRole:
     port: int
     bus_link: int | None = None
 
-    def endpoint(self, server, reactor):
-        """The listening endpoint, on the shared port."""
-        return reuseport.endpoint(reactor, self.port, server["ip"], eager=server["fast_path"])
+    def endpoint(self, server, reactor, eager):
+        """The listening endpoint, on the shared port (``eager``: the fast path's transports)."""
+        return reuseport.endpoint(reactor, self.port, server["ip"], eager=eager)
 
     def runs(self, service):
         """Whether this worker runs ``service`` (a ServiceConfig)."""

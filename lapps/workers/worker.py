@@ -95,7 +95,7 @@ def main(argv=None):
             log.error("worker {index} cannot start: {line}", lapps_event="worker.config_error",
                       index=args.index, line=line)
         return EX_CONFIG
-    if lapps.config.server["fast_path"]:  # as twistd lapps does for one process
+    if lapps.fast_path:  # as twistd lapps does for one process
         lapps_reactor.install(reactor)
     top = MultiService()
     lapps.setServiceParent(top)
