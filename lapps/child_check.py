@@ -13,6 +13,10 @@ from lapps.config import ConfigError
 COMMAND = [sys.executable, "-m", "lapps.cli", "check"]
 
 
+def _too_slow(path, timeout):
+    return ConfigError([f"{path}: the service modules did not load within {timeout} s"])
+
+
 def _failed(path, code, output):
     lines = output.splitlines()
     return ConfigError(lines or [f"{path}: lapps check exited with {code}"])
@@ -25,8 +29,7 @@ def check_in_child_process(path, timeout=None):
         result = subprocess.run(COMMAND + [path], capture_output=True, text=True,
                                 timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise ConfigError([f"{path}: the service modules did not load within {timeout} s"]) \
-            from None
+        raise _too_slow(path, timeout) from None
     if result.returncode != 0:
         raise _failed(path, result.returncode, result.stdout + result.stderr)
 
@@ -71,7 +74,7 @@ def check_in_child(path, timeout, reactor):
                 checked.errback(_failed(path, code, output))
 
     def too_slow(result, timeout):
-        raise ConfigError([f"{path}: the service modules did not load within {timeout} s"])
+        raise _too_slow(path, timeout)
 
     ended.addCallback(ended_with)
     return checked.addTimeout(timeout, reactor, onTimeoutCancel=too_slow)

@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 import websockets
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
 from conftest import APPS, TEST_APPS, Server, Supervised, reactive
+from lapps.deploy.deployer import Deployer
 from lapps.deploy.watch import ArchiveWatch
 from redis_server import free_port
 
@@ -485,3 +487,18 @@ def test_pack_writes_the_layout_of_the_spec(tmp_path):
     assert data[16:48] == hashlib.sha256(digests).digest()
     assert seen == {f"svc/{name}": (content, 0o640 if name == "lib/util.lua" else 0o644)
                     for name, content in files.items()}
+
+
+def test_what_no_step_expected_ends_in_one_line(tmp_path):
+    (tmp_path / "odd.lar").write_bytes(b"LAR")
+
+    def running():
+        raise RuntimeError("a bug")
+
+    deployer = Deployer(running, None, Clock(), None)
+    deployer.running = True
+    with capturedLogs() as events:
+        finished = deployer.queue(str(tmp_path / "odd.lar"))
+    assert finished.called and finished.result is None  # no failure left unhandled
+    [event] = [e for e in events if e.get("lapps_event") == "deploy.failed"]
+    assert event["error"] == "RuntimeError: a bug" and event["archive"] == "odd.lar"

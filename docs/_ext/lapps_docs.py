@@ -22,10 +22,12 @@ from lapps import config
 from lapps.schema import MapOf, Object, walk
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = {"server": config.SERVER, "services file": None, "service": config.SERVICE}
-#: The services file: its two top-level keys (the descriptors have their own table).
-SERVICES_FILE = Object({"directories": config.DIRECTORIES,
-                        "services": MapOf(config.SERVICE, {}, help=config.SERVICE.help)})
+#: The roots a directive names: the services file is its two top-level keys
+#: (the descriptors have a table of their own).
+SCHEMAS = {"server": config.SERVER, "service": config.SERVICE,
+           "services file": Object({"directories": config.DIRECTORIES,
+                                    "services": MapOf(config.SERVICE, {},
+                                                      help=config.SERVICE.help)})}
 
 
 def _cell(text):
@@ -84,9 +86,7 @@ class _MarkdownDirective(SphinxDirective):
 
 class ConfigReference(_MarkdownDirective):
     def markdown(self):
-        which = self.arguments[0]
-        root = SERVICES_FILE if which == "services file" else SCHEMAS[which]
-        return reference_tables(root)
+        return reference_tables(SCHEMAS[self.arguments[0]])
 
 
 class ConfigKeys(_MarkdownDirective):

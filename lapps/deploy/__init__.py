@@ -8,5 +8,6 @@ the running version) without a restart.
 - :mod:`lapps.deploy.state`: the deployed descriptors, kept in a file of
   the deploy folder (the operator's config is never rewritten);
 - :mod:`lapps.deploy.watch`: which archives have been written;
-- :mod:`lapps.deploy.deployer`: the steps of one deploy, as a service.
+- :mod:`lapps.deploy.deployer`: the steps of one deploy, as a service;
+- :mod:`lapps.deploy.commands`: ``lapps lar pack|list|verify|sign|keygen``.
 """

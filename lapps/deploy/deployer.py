@@ -305,7 +305,13 @@ class Deployer(Service):
         """Deploy the archive at ``path`` after those already queued."""
         if path not in self._pending:
             self._pending.add(path)
-            return self._lock.run(self._deploy, path)
+            return self._lock.run(self._deploy, path).addErrback(self._unexpected, path)
+
+    def _unexpected(self, failure, path):
+        """What no step expected still ends in one line, never an unhandled error."""
+        log.error("{archive}: the deploy stopped on {error}", lapps_event="deploy.failed",
+                  archive=shown(os.path.basename(path)),
+                  error=f"{failure.type.__name__}: {failure.getErrorMessage()}")
 
     @inlineCallbacks
     def _deploy(self, path):
