@@ -235,7 +235,7 @@ def test_a_broadcast_bigger_than_max_in_flight_goes_when_none_is_in_flight():
     refused; once it has landed, publishing works again."""
     from lapps.bus.redis.bcast import MAX_IN_FLIGHT, RedisBroadcasts
     bus = _SilentBus()
-    channels = RedisBroadcasts({}, None, bus)
+    channels = RedisBroadcasts({}, None, bus, 1 << 20)
     big = b"b" * (MAX_IN_FLIGHT + 1)
     assert channels.publish(3, big) is True
     assert channels.publish(3, b"s") == (

@@ -15,7 +15,7 @@ LAYERS = [
      "lapps.deploy.lar", "lapps.deploy.signature", "lapps.deploy.state"],
     ["lapps.config"],
     ["lapps.reload", "lapps.start_order", "lapps.deadline", "lapps.watchdog", "lapps.child_check"],
-    ["lapps.metrics", "lapps.logs", "lapps.bus.entries"],
+    ["lapps.metrics", "lapps.logs", "lapps.bus.entries", "lapps.bus.history"],
     ["lapps.protocols"],
     ["lapps.lua"],
     ["lapps.bus"],

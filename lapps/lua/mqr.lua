@@ -1,16 +1,6 @@
 -- The mqr global (named message queues): installed by mqr.py.
-local create, post_json, post_plain, try_recv, recv, wait, give_up = ...
+local create, post_json, post_plain, try_recv, recv, wait, give_up, settle = ...
 local type, getmetatable, setmetatable = type, getmetatable, setmetatable
-
--- Python answers (a, b) now, or (nil, nil, key): then the answer comes by
--- waiting on key (a reactive instance on the Redis bus); "failed" is what a
--- wait given up at stop returns first.
-local function settle(failed, a, b, key)
-  if key == nil then return a, b end
-  local ok, got, err = wait(key)
-  if ok then return got, err end
-  return failed, got
-end
 
 local CREATE = "usage: mqr.create(name), a non-empty string"
 local POST = "usage: queue:post(value), an nljson value, a table, a string, a number or a boolean"

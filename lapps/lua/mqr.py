@@ -18,24 +18,21 @@ the same way, for one round trip. A failed bus makes them return false (or
 nil) and a message.
 """
 
-import itertools
-import threading
 
 from lupa.luajit21 import LuaMemoryError, lua_type
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 
-from lapps.lua import source
+from lapps.lua import answers, source
 from lapps.lua.nljson import NlJsonError
-from lapps.bus.entries import FETCHED, PENDING, Json as _Json
+from lapps.bus.entries import FETCHED, Json as _Json
 
 _MQR = source.read("mqr.lua")
 
 _STOPPING = b"the server is stopping"
 _GAVE_UP = (False, _STOPPING)
 log = Logger(namespace="lapps.mqr")
-_keys = itertools.count(1)
 
 
 def _log_dropped(queue, size, limit):
@@ -149,57 +146,14 @@ def _fetched(outcome):
     return (True, True, None) if outcome is FETCHED else (True, False, outcome[1])
 
 
-class _ThreadWaiter:
-    """The one waiter of a standalone instance's thread: a binary semaphore
-    (a bare lock, held while no wake-up is pending), cheaper than an Event."""
-
-    __slots__ = ("_signal", "registered")
-
-    def __init__(self):
-        self._signal = threading.Lock()
-        self._signal.acquire()
-        self.registered = False
-
-    def wake(self):
-        """From any thread: let the next (or current) ``wait`` return."""
-        try:
-            self._signal.release()
-        except RuntimeError:  # a wake-up is pending already
-            pass
-
-    def clear(self):
-        self._signal.acquire(False)
-
-    def wait(self):
-        self._signal.acquire()
-
-
 class _Standalone(_Module):
 
     def __init__(self, context):
         super().__init__(context)
         self.must_stop = context.must_stop
-        self.waiter = _ThreadWaiter()
+        self.waiter = answers.ThreadWaiter()
         context.stop_hooks.append(self.waiter.wake)
-
-    def settle(self, start, results, gave_up):
-        """``start(done)``'s outcome; when it is PENDING, block until the
-        reactor calls ``done`` and give what it was called with; at stop,
-        give up waiting: ``gave_up``."""
-        answers = []
-
-        def done(answer):
-            answers.append(answer)
-            self.waiter.wake()
-
-        outcome = start(done)
-        if outcome is not PENDING:
-            return outcome
-        while not answers:  # (a stale wake-up only makes it look again)
-            if self.must_stop():
-                return gave_up
-            self.waiter.wait()
-        return answers[0]
+        self.settle = answers.Blocking(self.waiter, self.must_stop).settle
 
     def recv(self, name):
         """Block until a value comes; once the server stops, never wait:
@@ -260,25 +214,7 @@ class _Reactive(_Module):
         super().__init__(context)
         self.pending = context.pending
         self.waits = {}  # key -> _Recv
-
-    def settle(self, start, results, gave_up):
-        """``start(done)``'s outcome; when it is PENDING, ``(None, None,
-        key)``: Lua then waits on ``key`` for the results ``results`` makes
-        of what ``done`` is called with (the Lua side knows what a wait
-        given up at stop returns, so ``gave_up`` is not needed here)."""
-        deferred = Deferred()
-        outcome = start(deferred.callback)
-        if outcome is not PENDING:
-            return outcome
-        key = b"mqr:%d" % next(_keys)
-        self.pending[key] = deferred.addCallback(results).addBoth(self._unclaimed, key)
-        return None, None, key
-
-    def _unclaimed(self, result, key):
-        """A wait that never began (a Lua error: not in a callback's own
-        coroutine) leaves no Deferred behind; one that began was popped."""
-        self.pending.pop(key, None)
-        return result
+        self.settle = answers.Suspending(self.pending, b"mqr").settle
 
     def recv(self, name):
         """``(value, error)`` now, or ``(nil, nil, key)``: the Lua side then
@@ -287,7 +223,7 @@ class _Reactive(_Module):
         entry = queue.take()
         if entry is not None:
             return self.lua_value(queue, entry)
-        key = b"mqr:%d" % next(_keys)
+        key = answers.new_key(b"mqr")
         deferred = self.pending[key] = Deferred()
         waiting = self.waits[key] = _Recv(self, queue, key, deferred)
         entry = queue.take_or_wait(waiting)
@@ -318,5 +254,5 @@ def install(context):
         wait, give_up = context.wait, module.give_up
     runtime.globals()[b"mqr"] = runtime.execute(
         _MQR, module.create, module.post_json, module.post_plain, module.try_recv,
-        module.recv, wait, give_up)
+        module.recv, wait, give_up, answers.lua_settle(runtime, wait))
     return module

@@ -17,8 +17,9 @@ CLOSED = (False, b"no open connection with this handler")
 INVALID = b"An attempt to send an invalid LAppS-protocol message: "
 
 
-def lapps_payload(nljson, obj, check=messages.outbound_problem):
-    """``(payload, None)`` for a valid outbound LAppS message, else ``(None, why)``."""
+def lapps_payload(nljson, obj, check=messages.outbound_problem, without=()):
+    """``(payload, None)`` for a valid outbound LAppS message (its keys
+    ``without`` left out), else ``(None, why)``."""
     try:
         message = nljson.to_python(obj)
     except NlJsonError as e:
@@ -26,6 +27,8 @@ def lapps_payload(nljson, obj, check=messages.outbound_problem):
     problem = check(message)
     if problem is not None:
         return None, INVALID + problem.encode()
+    for key in without:
+        message.pop(key, None)
     return messages.encode(message), None
 
 

@@ -23,8 +23,8 @@ MAX_IN_FLIGHT = 32 * 1024 * 1024
 class HostBroadcasts(Broadcasts):
     """The bcast channels on the host bus (same interface as the local ones)."""
 
-    def __init__(self, connections, reactor, link):
-        super().__init__(connections, reactor)
+    def __init__(self, connections, reactor, link, history_max_bytes):
+        super().__init__(connections, reactor, history_max_bytes)
         self.link = link
         self._in_flight = Backlog(MAX_IN_FLIGHT)  # from threads, not yet on the link
         link.handlers[wire.CREATE] = self._learn

@@ -42,8 +42,8 @@ def _glob_escaped(text: bytes) -> bytes:
 class RedisBroadcasts(Broadcasts):
     """The bcast channels on the Redis bus (same interface as the local ones)."""
 
-    def __init__(self, connections, reactor, bus):
-        super().__init__(connections, reactor)
+    def __init__(self, connections, reactor, bus, history_max_bytes):
+        super().__init__(connections, reactor, history_max_bytes)
         self.bus = bus
         self._channel = bus.key(b"bcast:")
         self._created = bus.key(b"bcast-created")
