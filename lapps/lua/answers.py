@@ -62,24 +62,7 @@ class ThreadWaiter:
         self._signal.acquire()
 
 
-class _Answers:
-
-    def answer(self, start, results, gave_up):
-        """What Lua's ``settle`` takes: ``results(outcome)`` without its
-        first value, whenever the outcome comes, or ``(None, None, key)``
-        (reactive) while it has not."""
-        outcome = self.settle(start, results, _GAVE_UP)
-        if outcome is _GAVE_UP:
-            return gave_up
-        if self.waiting(outcome):
-            return outcome
-        return results(outcome)[1:]
-
-    def waiting(self, outcome):
-        return False
-
-
-class Blocking(_Answers):
+class Blocking:
     """A standalone instance's waits, on its thread's ``waiter``."""
 
     def __init__(self, waiter, must_stop):
@@ -105,28 +88,40 @@ class Blocking(_Answers):
             self.waiter.wait()
         return answers[0]
 
+    def answer(self, start, results, gave_up):
+        """What Lua's ``settle`` takes: ``results(outcome)`` without its
+        first value, whenever the outcome comes; ``gave_up`` at stop."""
+        outcome = self.settle(start, results, _GAVE_UP)
+        return gave_up if outcome is _GAVE_UP else results(outcome)[1:]
 
-class Suspending(_Answers):
+
+class Suspending:
     """A reactive instance's waits: Deferreds in the instance's ``pending``."""
 
     def __init__(self, pending, prefix):
         self.pending, self.prefix = pending, prefix
-
-    def waiting(self, outcome):
-        return type(outcome) is _Waiting
 
     def settle(self, start, results, gave_up):
         """``start(done)``'s outcome; when it is PENDING, ``(None, None,
         key)``: Lua then waits on ``key`` for the results ``results`` makes
         of what ``done`` is called with (the Lua side knows what a wait
         given up at stop returns, so ``gave_up`` is not needed here)."""
+        return self._start(start, results, lambda outcome: outcome)
+
+    def answer(self, start, results, gave_up):
+        """As :meth:`settle`, but an outcome that comes now is given as
+        ``results(outcome)`` without its first value (what Lua's ``settle``
+        takes either way)."""
+        return self._start(start, results, lambda outcome: results(outcome)[1:])
+
+    def _start(self, start, results, now):
         deferred = Deferred()
         outcome = start(deferred.callback)
         if outcome is not PENDING:
-            return outcome
+            return now(outcome)
         key = new_key(self.prefix)
         self.pending[key] = deferred.addCallback(results).addBoth(self._unclaimed, key)
-        return _Waiting((None, None, key))
+        return None, None, key
 
     def _unclaimed(self, result, key):
         """A wait that never began (a Lua error: not in a callback's own

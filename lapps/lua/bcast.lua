@@ -3,6 +3,11 @@ local create, subscribe, unsubscribe, send, history, presence, settle, limits = 
 local type, pairs, ipairs, pcall, floor = type, pairs, ipairs, pcall, math.floor
 local readable_keys = { "history_size", "history_ttl", "epoch", "offset", "info" }
 local bcast = {}
+-- One value when there is no second (LAppS's bcast calls return just true).
+local function results(a, b)
+  if b == nil then return a end
+  return a, b
+end
 local function id_ok(id) return type(id) == "number" and id >= 0 and id == floor(id) end
 local function whole(n, low, high)
   return type(n) == "number" and n == floor(n) and n >= low and n <= high
@@ -68,7 +73,7 @@ function bcast:subscribe(id, handler, options)
   if info ~= nil and (type(info) ~= "string" or #info > limits.max_info) then
     return false, "bcast:subscribe: info must be a string of at most " .. limits.max_info .. " bytes"
   end
-  return settle(false, subscribe(id, handler, epoch ~= nil, epoch, offset, info))
+  return results(settle(false, subscribe(id, handler, epoch ~= nil, epoch, offset, info)))
 end
 
 function bcast:unsubscribe(id, handler)
@@ -80,7 +85,7 @@ end
 
 function bcast:send(id, message)
   if not id_ok(id) then return false, "usage: bcast:send(channel_id, nljson_object)" end
-  return settle(false, send(id, message))
+  return results(settle(false, send(id, message)))
 end
 
 function bcast:history(id, after, limit)
@@ -89,11 +94,11 @@ function bcast:history(id, after, limit)
     return false, "usage: bcast:history(channel_id [, after_offset [, limit up to "
       .. limits.max_limit .. "]])"
   end
-  return settle(false, history(id, after, limit))
+  return results(settle(false, history(id, after, limit)))
 end
 
 function bcast:presence(id)
   if not id_ok(id) then return false, "usage: bcast:presence(channel_id)" end
-  return settle(false, presence(id))
+  return results(settle(false, presence(id)))
 end
 return bcast

@@ -4,12 +4,8 @@
 -- bus); "failed" is what a wait given up at stop returns first.
 local wait = ...
 return function(failed, a, b, key)
-  if key == nil then
-    if b == nil then return a end
-    return a, b
-  end
+  if key == nil then return a, b end
   local ok, got, err = wait(key)
-  if not ok then return failed, got end
-  if err == nil then return got end
-  return got, err
+  if ok then return got, err end
+  return failed, got
 end

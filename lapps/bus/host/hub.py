@@ -5,7 +5,11 @@ bcast: the hub keeps the set of channel ids (a create anywhere makes the
 channel exist everywhere) and forwards each broadcast, as the bytes it
 came in, to every worker, the sender included, in the order it read them:
 every worker delivers the broadcasts of one sender in its send order, and
-frames each once for all its subscribers.
+frames each once for all its subscribers. A history channel's messages
+are held here (:class:`lapps.bus.history.Held`), numbered as they are
+read and sent on with their position; its epoch lives as long as the
+supervisor. Each subscription of every worker is recorded here, for
+``presence``.
 
 mqr: the hub holds every queue of the host, so ``max_queue`` and
 ``max_queue_bytes`` bound a name across all workers. An entry a worker was
@@ -23,8 +27,11 @@ import itertools
 import socket
 import struct
 
+import cbor2
+
 from twisted.logger import Logger
 
+from lapps.bus import history
 from lapps.bus.host import wire
 from lapps.bus.local.mqr import DEFAULT_MAX_QUEUE_BYTES
 
@@ -94,9 +101,14 @@ class Hub:
         self.max_queue_bytes = max_queue_bytes
         self.links = []
         self.channels = set()
+        self.held = {}        # channel -> history.Held, for history channels
+        self.members = {}     # channel -> {(worker link, handler): info}
         self.queues = {}
         self._ids = itertools.count(1)
         self.handlers = {wire.CREATE: self._create, wire.BROADCAST: self._broadcast,
+                         wire.PUBLISH: self._publish, wire.HELD: self._held,
+                         wire.JOIN: self._join, wire.LEAVE: self._leave,
+                         wire.PRESENCE: self._presence,
                          wire.POST: self._post, wire.WANT: self._want, wire.FETCH: self._fetch,
                          wire.ACK: self._ack, wire.RELEASE: self._release}
 
@@ -117,12 +129,17 @@ class Hub:
     def joined(self, link):
         self.links.append(link)
         for channel in sorted(self.channels):
-            link.send(wire.channel_message(wire.CREATE, channel))
+            held = self.held.get(channel)
+            options = None if held is None else held.options
+            link.send(wire.channel_message(wire.CREATE, channel, wire.history_options(options)))
         link.send(wire.SYNCED)
 
     def left(self, link):
         if link in self.links:
             self.links.remove(link)
+        for members in self.members.values():
+            for key in [key for key in members if key[0] is link]:
+                del members[key]
         for queue in self.queues.values():
             queue.credit.pop(link, None)
             held = queue.in_flight.pop(link, None)
@@ -138,15 +155,69 @@ class Hub:
 
     def _create(self, link, message):
         channel = wire.channel_of(message)
-        if channel not in self.channels:
-            self.channels.add(channel)
+        options = wire.read_history_options(message)
+        new = channel not in self.channels
+        self.channels.add(channel)
+        if options is not None:
+            options = history.Options(*options)
+            held = self.held.get(channel)
+            if held is None:
+                self.held[channel] = history.Held(options)
+            else:
+                held.reconfigure(options)
+        if new or options is not None:
             for other in self.links:
                 other.send(message)
 
     def _broadcast(self, link, message):
-        wire.channel_of(message)  # (one cut short drops the sender's link, not the others')
+        channel = wire.channel_of(message)  # (one cut short drops the sender's link, not the others')
+        if channel in self.held:
+            self._number(channel, message[9:])
+            return
         for other in self.links:
             other.send(message)
+
+    def _number(self, channel, payload):
+        """Hold, number and send on a history channel's message: its offset."""
+        offset, framed = self.held[channel].append(payload)
+        numbered = wire.channel_message(wire.NUMBERED, channel, wire.U64.pack(offset) + framed)
+        for other in self.links:
+            other.send(numbered)
+        return offset
+
+    def _publish(self, link, message):
+        number, channel = wire.request_number(message), wire.U64.unpack_from(message, 5)[0]
+        if channel in self.held:
+            offset = self._number(channel, message[13:])
+        else:  # not (or no longer) a history channel here: a plain broadcast
+            self._broadcast(link, wire.channel_message(wire.BROADCAST, channel, message[13:]))
+            offset = 0
+        link.send(wire.request(wire.PUBLISHED, number, wire.U64.pack(offset)))
+
+    def _held(self, link, message):
+        number, channel = wire.request_number(message), wire.U64.unpack_from(message, 5)[0]
+        after, limit = wire.HELD_QUERY.unpack_from(message, 13)
+        held = self.held.get(channel)
+        if held is None:
+            link.send(wire.request(wire.HELD_ANSWER, number))
+            return
+        entries = held.after(after, limit)
+        link.send(wire.request(wire.HELD_ANSWER, number, wire.held_answer(
+            held.epoch, held.first(), held.top, entries)))
+
+    def _join(self, link, message):
+        channel, handler = wire.U64.unpack_from(message, 1)[0], wire.U64.unpack_from(message, 9)[0]
+        self.members.setdefault(channel, {})[link, handler] = message[17:]
+
+    def _leave(self, link, message):
+        channel, handler = wire.U64.unpack_from(message, 1)[0], wire.U64.unpack_from(message, 9)[0]
+        self.members.get(channel, {}).pop((link, handler), None)
+
+    def _presence(self, link, message):
+        number, channel = wire.request_number(message), wire.U64.unpack_from(message, 5)[0]
+        members = self.members.get(channel, {})
+        infos = [info for info in members.values() if info][:history.MAX_MEMBERS]
+        link.send(wire.request(wire.PRESENCE_ANSWER, number, cbor2.dumps([len(members), infos])))
 
     # mqr.
 

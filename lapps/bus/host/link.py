@@ -12,6 +12,7 @@ the supervisor itself died, the kernel has already sent the worker SIGTERM
 (:mod:`lapps.workers.worker`).
 """
 
+import itertools
 import os
 import socket
 
@@ -63,6 +64,8 @@ class HostLink(Service):
         self._ready = []         # Deferreds of when_ready(); None once synced
         self._gone = None        # fires when the link has closed, once it is closing
         self._problem = _NOT_YET
+        self._numbers = itertools.count(1)
+        self._expected = {}      # request number -> (on answer, on failure)
         metrics.watch_bus(self)
 
     def problem(self) -> bytes:
@@ -79,6 +82,19 @@ class HostLink(Service):
         """On the reactor thread; nothing goes while the link is down."""
         if self.peer is not None:
             self.peer.send(message)
+
+    def expect(self, answered, failed):
+        """A request number whose answer goes to ``answered(value)``; if the
+        link is lost first, ``failed((False, why))``."""
+        number = next(self._numbers) & 0xFFFFFFFF
+        self._expected[number] = (answered, failed)
+        return number
+
+    def answer(self, message, value):
+        """The answer ``message`` brought is ``value``."""
+        callbacks = self._expected.pop(wire.request_number(message), None)
+        if callbacks is not None:
+            callbacks[0](value)
 
     def behind(self) -> int:
         """Bytes written that the supervisor has not read yet (0 while it keeps up)."""
@@ -127,6 +143,9 @@ class HostLink(Service):
 
     def went_down(self):
         self.peer, self.available, self._problem = None, False, _LOST
+        expected, self._expected = self._expected, {}
+        for _, failed in expected.values():
+            failed((False, _LOST))
         for hook in self.down_hooks:
             hook()
         if self._gone is not None:

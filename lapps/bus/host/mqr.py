@@ -22,7 +22,6 @@ A worker whose link is lost answers every waiting call with the bus's
 problem at once (and ends, see :mod:`lapps.bus.host.link`).
 """
 
-import itertools
 
 from twisted.logger import Logger
 
@@ -59,11 +58,11 @@ class HostQueue(RemoteQueue):
         return PENDING
 
     def _post(self, data, done):
-        number = self.queues.expect(lambda ok: done(True if ok else QUEUE_FULL), done)
+        number = self.bus.expect(lambda ok: done(True if ok else QUEUE_FULL), done)
         self.bus.send(wire.request(wire.POST, number, wire.named(b"", self.name, data)))
 
     def _fetch_now(self, done):
-        number = self.queues.expect(lambda _: done(FETCHED), lambda failed: done((None, failed[1])))
+        number = self.bus.expect(lambda _: done(FETCHED), lambda failed: done((None, failed[1])))
         self.bus.send(wire.request(wire.FETCH, number, wire.named(b"", self.name)))
 
     def _read(self):
@@ -140,8 +139,6 @@ class HostQueues(local.NamedQueues):
     def __init__(self, link, max_queue, max_queue_bytes):
         super().__init__(max_queue, max_queue_bytes)
         self.link = link
-        self._numbers = itertools.count(1)
-        self._expected = {}  # request number -> (on answer, on failure)
         link.handlers[wire.POSTED] = self._posted
         link.handlers[wire.FETCHED] = self._fetched
         link.handlers[wire.DELIVER] = self._delivered
@@ -150,33 +147,17 @@ class HostQueues(local.NamedQueues):
     def new_queue(self, name):
         return HostQueue(self, name)
 
-    def expect(self, answered, failed):
-        """A request number whose answer goes to ``answered(ok)``; if the link
-        is lost first, ``failed((False, why))``."""
-        number = next(self._numbers) & 0xFFFFFFFF
-        self._expected[number] = (answered, failed)
-        return number
-
-    def _answer(self, message, value):
-        callbacks = self._expected.pop(wire.request_number(message), None)
-        if callbacks is not None:
-            callbacks[0](value)
-
     def _posted(self, message):
-        self._answer(message, message[5:6] == b"\1")
+        self.link.answer(message, message[5:6] == b"\1")
 
     def _fetched(self, message):
-        self._answer(message, True)
+        self.link.answer(message, True)
 
     def _delivered(self, message):
         name, offset = wire.name_and_body(message)
         self.queue(name).delivered(wire.read_entries(message, offset))
 
     def _down(self):
-        expected, self._expected = self._expected, {}
-        failure = (False, self.link.problem())
-        for _, failed in expected.values():
-            failed(failure)
         for queue in list(self._queues.values()):
             queue.bus_down()
 

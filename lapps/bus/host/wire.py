@@ -5,12 +5,17 @@ Each message is one Int32 string (Twisted's ``Int32StringReceiver``): a
 kind byte and a body whose fields are fixed-size big-endian integers and,
 last, the bytes that are left. A queue name comes first, with its length.
 
-From a worker: ``C`` create a channel, ``B`` publish (forwarded as it is
-to every worker), ``P`` post, ``W`` credit for deliveries, ``F`` fetch
-(``try_recv``), ``A`` acknowledge, ``R`` release (give entries back).
-From the hub: ``C`` a channel exists, ``S`` caught up (sent once, after
-the channels), ``B`` a broadcast, ``p`` a post's answer, ``D``
-deliveries, ``f`` a fetch done.
+From a worker: ``C`` create a channel (with history options when it keeps
+history), ``B`` publish (forwarded as it is to every worker), ``H``
+publish on a history channel, ``Q`` ask for held messages, ``J``/``L``
+a subscription begins/ends, ``E`` ask for presence, ``P`` post, ``W``
+credit for deliveries, ``F`` fetch (``try_recv``), ``A`` acknowledge,
+``R`` release (give entries back).
+From the hub: ``C`` a channel exists (with its history options), ``S``
+caught up (sent once, after the channels), ``B`` a broadcast, ``N`` a
+numbered broadcast of a history channel, ``h``/``q``/``e`` the answers to
+``H``/``Q``/``E``, ``p`` a post's answer, ``D`` deliveries, ``f`` a fetch
+done.
 """
 
 import collections
@@ -23,6 +28,8 @@ from zope.interface import implementer
 
 CREATE, SYNCED, BROADCAST, POST, POSTED = b"C", b"S", b"B", b"P", b"p"
 WANT, FETCH, FETCHED, DELIVER, ACK, RELEASE = b"W", b"F", b"f", b"D", b"A", b"R"
+NUMBERED, PUBLISH, PUBLISHED, HELD, HELD_ANSWER = b"N", b"H", b"h", b"Q", b"q"
+JOIN, LEAVE, PRESENCE, PRESENCE_ANSWER = b"J", b"L", b"E", b"e"
 
 #: The largest message either side takes (a bcast or mqr payload and its header).
 MAX_MESSAGE = 1 << 30
@@ -33,6 +40,9 @@ U64 = struct.Struct("!Q")
 U32 = struct.Struct("!I")
 I32 = struct.Struct("!i")
 _ENTRY = struct.Struct("!QI")  # id, length
+_OPTIONS = struct.Struct("!IdQ")  # size, ttl (< 0: none), max_bytes
+HELD_QUERY = struct.Struct("!QI")  # after, limit
+_HELD = struct.Struct("!QQ")  # first, top (after the epoch)
 
 
 def channel_message(kind, channel, payload=b""):
@@ -41,6 +51,37 @@ def channel_message(kind, channel, payload=b""):
 
 def channel_of(message):
     return U64.unpack_from(message, 1)[0]
+
+
+def history_options(options):
+    """A CREATE body: the history options, or nothing for a plain channel."""
+    if options is None:
+        return b""
+    return _OPTIONS.pack(options.size, -1.0 if options.ttl is None else options.ttl,
+                         options.max_bytes)
+
+
+def read_history_options(message, offset=9):
+    """``(size, ttl, max_bytes)`` of a CREATE, or None for a plain channel."""
+    if len(message) <= offset:
+        return None
+    size, ttl, max_bytes = _OPTIONS.unpack_from(message, offset)
+    return size, None if ttl < 0 else ttl, max_bytes
+
+
+def held_answer(epoch, first, top, entries_held):
+    """The body of a HELD_ANSWER: epoch, first and top offsets, the entries."""
+    return named(b"", epoch.encode()) + _HELD.pack(first, top) + entries(entries_held)
+
+
+def read_held_answer(message):
+    """``(epoch, first, top, [(offset, payload), ...])``, or None when the
+    hub holds no history for the channel."""
+    if len(message) == 5:
+        return None
+    epoch, offset = name_and_body(message, 5)
+    first, top = _HELD.unpack_from(message, offset)
+    return epoch.decode(), first, top, read_entries(message, offset + _HELD.size)
 
 
 def named(kind, name, body=b""):
