@@ -112,6 +112,22 @@ def _connections_table(data):
     return ["\n".join(lines)]
 
 
+def _history_table(data):
+    lines = ["| bus | channel | sends/s | lapps CPU-µs/send | Redis CPU-µs/send | "
+             "total CPU-µs/send |", "|---|---|---:|---:|---:|---:|"]
+    for r in data.get("summary", []):
+        ratio = "/" in r["kind"]
+        cells = [r["sends_per_s"], r["lapps_cpu_us_per_send"], r["redis_cpu_us_per_send"],
+                 r["total_cpu_us_per_send"]]
+        shown = ["—" if v is None else f"{v:.2f}×" if ratio else f"{v:,.1f}" for v in cells]
+        lines.append(f"| {r['backend']} | {r['kind']} | " + " | ".join(shown) + " |")
+    return ["\n".join(lines)]
+
+
+#: Each workload but echo's: its table(s).
+_TABLES = {"connections": _connections_table, "bcast-history": _history_table}
+
+
 def _load(data):
     others = [r["other_cpu"] for r in data.get("runs", []) if "other_cpu" in r]
     if not others:
@@ -130,6 +146,9 @@ def _workload(data):
     if data.get("workload") == "connections":
         text = (f"{_n(s.get('conns', 0), 'connection')}, {s.get('batch', '?')} handshakes "
                 f"at once, {_n(s.get('reps', 0), 'interleaved repetition')}")
+    elif data.get("workload") == "bcast-history":
+        text = (f"{_n(s.get('messages', 0), 'send')} of {s.get('size', '?')} B per request, "
+                f"{_n(s.get('reps', 0), 'interleaved repetition')}")
     else:
         text = (f"{_n(s.get('conns', 0), 'connection')} × {s.get('size', '?')} B, "
                 f"{_n(s.get('reps', 0), 'interleaved repetition')} of "
@@ -174,10 +193,7 @@ def markdown(path) -> str:
     """The table(s) of one results file, then the line saying how it was measured
     (and its notes, if any), as Markdown."""
     data = json.loads(Path(path).read_text())
-    if data.get("workload") == "connections":
-        tables = _connections_table(data)
-    else:
-        tables = _echo_tables(data)
+    tables = _TABLES.get(data.get("workload"), _echo_tables)(data)
     parts = tables + [measured(data)]
     parts += [f"Note: {note}" for note in data.get("notes", [])]
     return "\n\n".join(parts) + "\n"

@@ -1,10 +1,12 @@
 """The browser side: lapps/static/demo.html with lapps-client.js in Debian's
 Chromium (driven by playwright-core from tests/browser) against a real
-echo_lapps server, and lapps-client.js's CBOR codec against cbor2.
+echo_lapps server, directly and through a proxy that cuts the connection,
+and lapps-client.js's CBOR codec against cbor2.
 
 Needs node, /usr/bin/chromium and tests/browser/node_modules, all of which
 ``bash tests/browser/setup.sh`` installs; without them these tests fail."""
 
+import asyncio
 import json
 import math
 import re
@@ -15,7 +17,9 @@ import cbor2
 import pytest
 
 from conftest import REPO
-from support.node import BROWSER, SETUP, node
+from lapps.client import connect
+from support.node import BROWSER, SETUP, NodeScript, node
+from support.proxy import ThreadedProxy
 
 STATIC = REPO / "lapps" / "static"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,10 +28,14 @@ SERVICES = json.loads((REPO / "etc" / "echo_lapps.json").read_text())["services"
 
 # -- the demo page in Chromium ----------------------------------------------
 
-def test_demo_page_in_chromium(start_server):
+def assert_browser_installed():
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: {SETUP}"
     assert (BROWSER / "node_modules" / "playwright-core").is_dir(), \
         f"playwright-core is not installed in tests/browser: {SETUP}"
+
+
+def test_demo_page_in_chromium(start_server):
+    assert_browser_installed()
     server = start_server(SERVICES)
     server.wait_started(SERVICES)
     code, seen, output = node("demo.mjs", server.url("/echo_lapps"),
@@ -42,6 +50,52 @@ def test_demo_page_in_chromium(start_server):
     assert seen["errors"] == [], seen["errors"]
     # The server logged the page's connection (whose Origin is "null").
     server.wait_for(r"connected to /echo_lapps as handler", timeout=5)
+
+
+async def two_time_pushes(url):
+    """Wait for two time pushes on a connection of its own: both sent after
+    this was called."""
+    async with connect(url) as client:
+        [session] = await client.request("login", [{"user": "admin", "password": "admin"}])
+        pushes = asyncio.Queue()
+        client.on_message(5, pushes.put_nowait)
+        await client.notify("subscribe", [session], cid=5)
+        for _ in range(2):
+            await asyncio.wait_for(pushes.get(), 10)
+
+
+def test_demo_page_recovers_the_time_across_a_cut(start_server):
+    """The page's connection, through a proxy, is cut and held down while
+    the server pushes the time twice; the page reconnects by itself, logs in
+    again and resubscribes from its position: the pushes it missed arrive,
+    and the offsets go on with no gap and no duplicate."""
+    assert_browser_installed()
+    server = start_server(SERVICES)
+    server.wait_started(SERVICES)
+    proxy = ThreadedProxy(server.host, server.port)
+    try:
+        with NodeScript("demo.mjs", proxy.url("/echo_lapps"), "--echoes", 5, "--times", 2,
+                        "--cut", "--timeout", 30000) as script:
+            before = script.line(timeout=60)
+            assert before.get("phase") == "cut", script.output()
+            proxy.cut(hold=True)
+            asyncio.run(two_time_pushes(server.url("/echo_lapps")))
+            proxy.restore()
+            code, seen, output = script.finish(timeout=60)
+    finally:
+        proxy.stop()
+    assert code == 0 and seen["ok"], output
+    assert seen["reconnects"] == 1 and seen["connection"] == "open"
+    assert seen["gaps"] == 0 and seen["mismatches"] == 0
+    recovered = re.fullmatch(r"(\d+) missed pushes", seen["recovered"])
+    assert recovered and int(recovered.group(1)) >= 2, seen["recovered"]
+    # Every push between the two readings arrived once, and the time went on
+    # past those recovered.
+    pushes = seen["times"] - before["times"]
+    assert pushes == seen["offset"] - before["offset"] > int(recovered.group(1))
+    assert seen["echoes"] > before["echoes"]
+    # Chromium logs each attempt the held proxy refused; nothing else.
+    assert [e for e in seen["errors"] if "WebSocket connection to" not in e] == [], seen["errors"]
 
 
 def test_static_files_never_parse_html_from_data():

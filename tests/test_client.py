@@ -1,13 +1,16 @@
 """lapps.client, the Python LAppS-protocol client, against a real server
-running the shipped echo_lapps service (etc/echo_lapps.json)."""
+running the shipped echo_lapps service (etc/echo_lapps.json), and its
+reconnection through a proxy that cuts connections, against echo_lapps and
+the test services lhistory and hticker (history channel 61)."""
 
 import asyncio
 import json
 
 import pytest
 
-from conftest import REPO, Server, write_config
+from conftest import REPO, TEST_APPS, Server, reactive, standalone, write_config
 from lapps.client import ConnectionClosedError, LAppSError, connect, validate_method
+from support.proxy import Proxy
 
 SERVICES = json.loads((REPO / "etc" / "echo_lapps.json").read_text())["services"]
 ADMIN = {"user": "admin", "password": "admin"}
@@ -303,3 +306,173 @@ def test_a_close_fails_pending_requests(start_server, tmp_path):
         assert error.code == 4000 and error.reason == "asked to close"
         assert "before the response to 'hang'" in str(error)
     assert after.code == 4000 and "cannot send 'hang'" in str(after)
+
+
+# -- channel history and reconnection ----------------------------------------
+
+HISTORY = {"lhistory": reactive("/lhistory", protocol="LAppS"),
+           "hticker": standalone(preload=["nap"])}
+
+
+async def until(predicate, timeout=20):
+    """Wait until ``predicate()`` holds, looking every 5 ms."""
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(poll(), timeout)
+
+
+def test_echo_lapps_subscribe_request_recovers_the_time(url):
+    """The subscribe request of echo_lapps, the recovery pattern: plain
+    without a position, with one from the time pushes (cid 5) on a second
+    connection every push after it again, and refusals for the rest."""
+    async def go():
+        async with connect(url) as client:
+            session = await login(client)
+            with pytest.raises(LAppSError) as unknown:
+                await client.request("subscribe", [session, {"cid": 9}])
+            plain = await client.request("subscribe",
+                                         [session, {"cid": 6, "epoch": "e", "offset": 1}])
+            first = await client.request("subscribe", [session, {"cid": 5}])
+            pushed = asyncio.Queue()
+            client.on_message(5, lambda message: pushed.put_nowait(client.position(5)))
+            position = await pushed.get()
+            await pushed.get()
+        async with connect(url) as again:
+            session = await login(again)
+            replayed = []
+            again.on_message(5, lambda message: replayed.append(again.position(5)))
+            epoch, offset = position
+            recovered = await again.request("subscribe", [session, {"cid": 5, "epoch": epoch,
+                                                                    "offset": offset - 1}])
+            other = await again.request("subscribe", [session, {"cid": 5, "epoch": "other",
+                                                                "offset": offset}])
+            with pytest.raises(LAppSError) as anonymous:
+                await again.request("subscribe", [{"authkey": "guess"}, {"cid": 5}])
+        return unknown.value, plain, first, position, recovered, replayed, other, anonymous.value
+
+    unknown, plain, first, position, recovered, replayed, other, anonymous = run(go())
+    assert unknown.code == -32602
+    assert plain == first == [{"recovered": False, "epoch": "", "offset": 0}]
+    epoch, offset = position
+    assert isinstance(epoch, str) and epoch and offset >= 1
+    [state] = recovered
+    assert state["recovered"] is True and state["epoch"] == epoch and state["offset"] > offset
+    assert replayed[:2] == [(epoch, offset), (epoch, offset + 1)]
+    assert other == [{"recovered": False, "epoch": epoch, "offset": other[0]["offset"]}]
+    assert anonymous.code == -32000
+
+
+def test_a_reconnecting_client_resubscribes_from_its_position(start_server):
+    """Cut from the outside while hticker goes on sending on channel 61
+    (cid 8), the client tries again until the proxy lets it through;
+    on_connect resubscribes from position(8), and the offsets go on with
+    none missed and none twice. A request pending at the cut, and one made
+    while the connection is down, fail with ConnectionClosedError."""
+    server = start_server(HISTORY, applications=TEST_APPS)
+    server.wait_started(HISTORY)
+
+    async def go():
+        proxy = await Proxy(server.host, server.port).start()
+        seen, answers = [], []
+
+        async def on_connect(client):
+            position = client.position(8)
+            if position is None:
+                client.on_message(8, lambda message: seen.append(client.position(8)))
+                answers.append(await client.request("subscribe", [61]))
+            else:
+                epoch, offset = position
+                answers.append(await client.request(
+                    "subscribe", [61, {"epoch": epoch, "offset": offset}]))
+
+        client = await connect(proxy.url("/lhistory"), reconnect=True, on_connect=on_connect,
+                               backoff_initial_delay=0.02)
+        try:
+            await until(lambda: len(seen) >= 20)
+            pending = asyncio.ensure_future(client.request("presence", [61]))
+            proxy.cut(hold=True)
+            errors = await asyncio.gather(pending, return_exceptions=True)
+            at_cut = client.position(8)
+            try:
+                await client.request("presence", [61])
+            except ConnectionClosedError as error:
+                errors.append(error)
+            # Held until it has tried again and hticker has sent 100 more.
+            await until(lambda: proxy.refused >= 2)
+            hundred_more = (at_cut[1] // 100 + 2) * 100
+            await asyncio.to_thread(server.wait_for, rf"hticker::offset {hundred_more}\b")
+            proxy.restore()
+            await client.wait_connected()
+            top = answers[-1][1]["offset"]
+            await until(lambda: seen[-1][1] >= top + 50)
+            return at_cut, errors, answers, seen, client.reconnects, proxy.relayed
+        finally:
+            await client.close()
+            await proxy.close()
+
+    at_cut, errors, answers, seen, reconnects, relayed = run(go())
+    assert [type(e) for e in errors] == [ConnectionClosedError] * 2, errors
+    assert errors[0].code == errors[1].code == 1006
+    assert reconnects == 1 and relayed == 2
+    epoch, k = at_cut
+    assert answers[0] == [True]
+    [ok, recovery] = answers[1]
+    assert ok is True and recovery["recovered"] is True and recovery["epoch"] == epoch
+    assert recovery["offset"] >= k + 100
+    offsets = [offset for _, offset in seen]
+    assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), offsets
+    assert {e for e, _ in seen} == {epoch}
+
+
+def test_without_reconnect_a_cut_closes_the_client(server):
+    async def go():
+        proxy = await Proxy(server.host, server.port).start()
+        try:
+            client = await connect(proxy.url("/echo_lapps"))
+            await login(client)
+            proxy.cut()
+            await client.wait_closed()
+            with pytest.raises(ConnectionClosedError) as refused:
+                await client.request("login", [ADMIN])
+            with pytest.raises(ConnectionClosedError) as waited:
+                await client.wait_connected()
+            return client, refused.value, waited.value, proxy.relayed
+        finally:
+            await proxy.close()
+
+    client, refused, waited, relayed = run(go())
+    assert client.closed and client.close_code == 1006 and client.reconnects == 0
+    assert refused.code == waited.code == 1006
+    assert relayed == 1
+
+
+def test_a_failing_on_connect_stops_the_client(server):
+    """Raised on the first connection, connect() raises it; on a
+    reconnection, the client closes instead of trying again."""
+    async def go():
+        proxy = await Proxy(server.host, server.port).start()
+        calls = []
+
+        async def on_connect(client):
+            calls.append(client.reconnects)
+            await login(client)
+            if len(calls) > 1:
+                await client.request("nosuchmethod")
+
+        try:
+            with pytest.raises(LAppSError) as first:
+                await connect(proxy.url("/echo_lapps"), on_connect=lambda client: client.request(
+                    "nosuchmethod"))
+            client = await connect(proxy.url("/echo_lapps"), reconnect=True, on_connect=on_connect)
+            proxy.cut()
+            await client.wait_closed()
+            with pytest.raises(LAppSError) as later:
+                await client.wait_connected()
+            return first.value, later.value, calls, client
+        finally:
+            await proxy.close()
+
+    first, later, calls, client = run(go())
+    assert first.code == later.code == -32601
+    assert calls == [0, 1] and client.closed

@@ -2,6 +2,7 @@
 sockets (the checks are in support/history.py; test_bus.py runs them on
 the host and Redis buses)."""
 
+import asyncio
 import signal
 
 import pytest
@@ -56,3 +57,28 @@ def test_a_restart_on_the_local_bus_changes_the_epoch(start_server):
     second = start_server(SERVICES, applications=TEST_APPS)
     second.wait_started(SERVICES)
     assert checks.epoch_of(second.url("/lhistory")) != before
+
+
+def test_a_history_too_big_for_the_instance_is_refused_and_it_goes_on(start_server):
+    """6,000 held messages of 2 KiB do not fit in a 4 MiB Lua heap: history()
+    says so (LuaJIT would abort the process on the allocation), and the
+    instance answers the next call."""
+    services = {"lhistory": reactive("/lhistory", protocol="LAppS", max_memory=4 * 1024 * 1024)}
+    server = start_server(services, applications=TEST_APPS)
+    server.wait_started(services)
+
+    async def go():
+        peer = await checks.Peer.connect(server.url("/lhistory"))
+        assert await peer.ask("create", 77, 10000) == [True]
+        for _ in range(3):
+            assert (await peer.ask("publish", 77, 2000, "m" * 2048))[0] is True
+        refused = await peer.ask("history", 77, 0, 10000)
+        few = await peer.ask("history", 77, 5990, 5)
+        await peer.close()
+        return refused, few
+
+    refused, few = asyncio.run(go())
+    assert refused == [False, "bcast:history: 6000 messages do not fit in this instance's "
+                              "max_memory; ask for fewer (limit)"]
+    assert [m["offset"] for m in few[0]] == [5991, 5992, 5993, 5994, 5995]
+    assert server.bad_lines() == []

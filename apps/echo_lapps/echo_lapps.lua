@@ -1,7 +1,7 @@
 -- echo_lapps: a LAppS-protocol service. Clients log in, echo parameters
--- back, and subscribe to the server time (cid 5, bcast channel 1000) and to
--- a large blob (cid 6, bcast channel 2000). Sessions live in this instance's
--- state, which connection affinity makes safe.
+-- back, and subscribe to the server time (cid 5, bcast channel 1000, which
+-- keeps a history) and to a large blob (cid 6, bcast channel 2000). Sessions
+-- live in this instance's state, which connection affinity makes safe.
 echo_lapps = {}
 
 local users = { admin = "admin", guest = "guest" }
@@ -36,7 +36,7 @@ local function authenticated(handler, params)
 end
 
 function echo_lapps.onStart()
-  bcast:create(1000)
+  bcast:create(1000, { history_size = 300, history_ttl = 300 })
   bcast:create(2000)
 end
 
@@ -58,6 +58,33 @@ function requests.echo(handler, message)
     return fail(handler, -32000, "Not authenticated. Permission denied", 1000)
   end
   return reply(handler, message.params)
+end
+
+-- The recovery pattern: params [session, {cid = N, epoch = E, offset = K}].
+-- A client that reconnects sends the last epoch and offset it saw on cid N
+-- and gets every message after them that the channel still holds, then the
+-- live ones; the reply [{recovered, epoch, offset}] says whether that was
+-- possible (recovered = false: start afresh, e.g. after a server restart).
+-- Without epoch and offset, or on a channel without history, it is a plain
+-- subscribe.
+function requests.subscribe(handler, message)
+  if not authenticated(handler, message.params) then
+    return fail(handler, -32000, "Not authenticated. Permission denied", 1000)
+  end
+  local wanted = message.params[2]
+  local channel = type(wanted) == "userdata" and channels[wanted.cid]
+  if not channel then
+    return fail(handler, -32602, "Invalid params: no channel with this cid")
+  end
+  local position = nil
+  if wanted.epoch ~= nil or wanted.offset ~= nil then
+    position = { epoch = wanted.epoch, offset = wanted.offset }
+  end
+  local ok, state = bcast:subscribe(channel, handler, position)
+  if not ok then
+    return fail(handler, -32602, "Invalid params: " .. tostring(state))
+  end
+  return reply(handler, { state or { recovered = false, epoch = "", offset = 0 } })
 end
 
 local notifications = {}

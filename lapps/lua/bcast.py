@@ -8,9 +8,11 @@ standalone instance's thread or suspend a reactive one (:mod:`lapps.lua.answers`
 """
 
 import cbor2
+from lupa.luajit21 import LuaMemoryError
 
 from lapps.bus import history as channel_history
-from lapps.lua import answers, source
+from lapps.lua import answers, memory, source
+from lapps.lua.nljson import NlJsonError
 from lapps.lua.ws import lapps_payload
 from lapps.protocols import messages
 
@@ -70,8 +72,13 @@ class _Module:
         position, entries = outcome
         if position is False:
             return True, False, entries
-        to_lua = self.nljson.to_lua
-        held = self.runtime.table_from([to_lua(cbor2.loads(payload)) for _, payload in entries])
+        runtime, size = self.runtime, sum(len(p) for _, p in entries)
+        try:  # one nljson array: one look at the memory cap for all of it
+            held = self.nljson.to_lua([cbor2.loads(p) for _, p in entries],
+                                      lambda items: memory.fits(runtime, size, items))
+        except (NlJsonError, LuaMemoryError):
+            return True, False, b"bcast:history: %d messages do not fit in this instance's " \
+                b"max_memory; ask for fewer (limit)" % len(entries)
         return True, held, _table(self.runtime, {"epoch": position.epoch,
                                                  "offset": position.offset})
 

@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadable import isInIOThread
 
-from lapps.lua import answers, source
+from lapps.lua import answers, memory, source
 from lapps.lua.nljson import NlJsonError
 from lapps.bus.entries import FETCHED, Json as _Json
 
@@ -41,11 +41,6 @@ def _log_dropped(queue, size, limit):
               queue=queue, size=size, max_memory=limit)
 
 
-#: What rebuilding a value of ``n`` CBOR bytes made of ``k`` scalars and
-#: containers may take in the receiver's runtime, at its peak: ``2 n + 64 k``
-#: plus a margin (measured: arrays of empty objects take ~46 bytes per item,
-#: long strings about their length).
-_PER_BYTE, _PER_ITEM, _MARGIN = 2, 64, 256 * 1024
 
 
 class _Module:
@@ -94,21 +89,7 @@ class _Module:
         return value, None
 
     def _fits(self, size, items):
-        """Whether a value of ``size`` bytes and ``items`` scalars and
-        containers fits under the runtime's memory cap, after a garbage
-        collection if need be. (LuaJIT aborts the whole process when it
-        cannot allocate the arguments of a call from Python.)"""
-        runtime = self.runtime
-        limit = runtime.get_max_memory()
-        needed = _PER_BYTE * size + _PER_ITEM * items + _MARGIN
-        if not limit or runtime.get_memory_used() + needed <= limit:
-            return True
-        runtime.set_max_memory(limit + needed)
-        try:
-            runtime.execute(b"collectgarbage()")
-        finally:
-            runtime.set_max_memory(limit)
-        return runtime.get_memory_used() + needed <= limit
+        return memory.fits(self.runtime, size, items)
 
     def _dropped(self, queue, size):
         limit = self.runtime.get_max_memory()

@@ -3,7 +3,8 @@
  * dependencies. Defines the global `LAppS`:
  *
  *   LAppS.CBOR.encode(value) -> Uint8Array    LAppS.CBOR.decode(bytes) -> value
- *   new LAppS.Client(url)    a LAppS connection over a WebSocket
+ *   new LAppS.Client(url, options)    a LAppS connection over a WebSocket,
+ *                                     opened again when it drops
  *
  * Every LAppS message is a CBOR map in a binary frame. Requests are answered
  * on cid 0 in the order they were sent; the server's out-of-order
@@ -416,38 +417,114 @@
   }
 
   /**
-   * A LAppS connection. `url` is a ws:// or wss:// URL; `options.WebSocket`
-   * may name another WebSocket implementation.
-   * Set `onclose` to a function(event) to learn when the connection ends.
+   * A LAppS connection. `url` is a ws:// or wss:// URL. Options:
+   * `WebSocket`, another WebSocket implementation; `reconnect` (true): once
+   * open, the connection is opened again whenever it drops other than by
+   * close(), each attempt after a random delay up to a ceiling that starts
+   * at `backoffInitial` ms (100) and doubles up to `backoffMax` ms (5000).
+   * Set `onconnect` to a function(client) returning a Promise, to log in and
+   * subscribe after every open, and `onclose` to a function(event), called
+   * whenever a socket closes (a failed attempt to reconnect too); `closed`
+   * is then true if no reconnection follows.
    */
   function Client(url, options) {
+    options = options || {};
     this.url = url;
+    this.onconnect = null;
     this.onclose = null;
     this.socket = null;
-    this._WebSocket = (options && options.WebSocket) || root.WebSocket;
+    this.closed = false;
+    this.reconnects = 0;     // opens after a drop
+    this._WebSocket = options.WebSocket || root.WebSocket;
+    this._reconnect = options.reconnect !== false;
+    this._backoffInitial = options.backoffInitial || 100;
+    this._backoffMax = options.backoffMax || 5000;
+    this._ceiling = this._backoffInitial;
+    this._timer = null;
+    this._wasOpen = false;   // reconnecting starts once a connection was open
+    this._stopped = false;   // close() was called, or onconnect failed
+    this._opening = null;    // {resolve, reject} of open(), until it is settled
     this._pending = [];      // {resolve, reject, method}, in send order
     this._handlers = {};     // cid -> [fn]
-    this._closed = null;     // the Error that fails requests once closed
+    this._positions = {};    // cid -> {epoch, offset}
+    this._closed = null;     // the Error that fails requests while closed
   }
 
-  /** Open the connection; resolves with the client once it is open. */
+  /** Open the connection; resolves with the client once it is open and
+   * `onconnect` has run, rejects if the client closes first. The first
+   * socket is not retried if it does not open. */
   Client.prototype.open = function () {
     var self = this;
     if (this.socket) return Promise.reject(new Error("LAppS: open() was already called"));
     return new Promise(function (resolve, reject) {
-      var opened = false;
-      var socket = new self._WebSocket(self.url);  // no subprotocol
-      socket.binaryType = "arraybuffer";
-      self.socket = socket;
-      socket.onopen = function () { opened = true; resolve(self); };
-      socket.onmessage = function (event) { self._receive(event.data); };
-      socket.onclose = function (event) {
-        self._shutdown(event);
-        if (!opened) reject(new Error("LAppS: could not connect to " + self.url +
-                                      " (close code " + event.code + ")"));
-      };
-      socket.onerror = function () {};  // onclose follows and says what happened
+      self._opening = { resolve: resolve, reject: reject };
+      self._connect();
     });
+  };
+
+  Client.prototype._connect = function () {
+    var self = this;
+    var socket = new this._WebSocket(this.url);  // no subprotocol
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    socket.onopen = function () {
+      if (self._wasOpen) self.reconnects += 1;
+      self._wasOpen = true;
+      self._closed = null;
+      self._greet(socket);
+    };
+    socket.onmessage = function (event) { self._receive(event.data); };
+    socket.onclose = function (event) {
+      var again = self._reconnect && self._wasOpen && !self._stopped;
+      self.closed = !again;
+      self._shutdown(event);
+      if (again) {
+        self._redial();
+      } else {
+        self._settle(new Error("LAppS: could not connect to " + self.url +
+                               " (close code " + event.code + ")"));
+      }
+    };
+    socket.onerror = function () {};  // onclose follows and says what happened
+  };
+
+  /** Resolve or reject what open() returned, once; false if it was. */
+  Client.prototype._settle = function (error) {
+    var opening = this._opening;
+    this._opening = null;
+    if (!opening) return false;
+    if (error) opening.reject(error);
+    else opening.resolve(this);
+    return true;
+  };
+
+  /** Run `onconnect` on the socket just opened. A failure while the socket
+   * is still open stops the client, as it would most likely follow every
+   * reconnection; one because the socket closed waits for the next. */
+  Client.prototype._greet = function (socket) {
+    var self = this;
+    new Promise(function (resolve) {
+      resolve(typeof self.onconnect === "function" ? self.onconnect(self) : undefined);
+    }).then(function () {
+      self._ceiling = self._backoffInitial;
+      self._settle(null);
+    }, function (error) {
+      if (socket.readyState !== 1) return;
+      self.close();
+      if (!self._settle(error)) setTimeout(function () { throw error; });  // report it
+    });
+  };
+
+  /** The next attempt, after a random delay up to the doubling ceiling
+   * ("full jitter": the clients of a restarted server spread out). */
+  Client.prototype._redial = function () {
+    var self = this;
+    var delay = Math.random() * this._ceiling;
+    this._ceiling = Math.min(this._backoffMax, this._ceiling * 2);
+    this._timer = setTimeout(function () {
+      self._timer = null;
+      self._connect();
+    }, delay);
   };
 
   /** Send a request; resolves with its `result` array, rejects with a
@@ -490,8 +567,23 @@
     };
   };
 
-  /** Close the connection; pending requests are rejected. */
+  /** {epoch, offset} of the last OON seen on `cid` that carried them (a
+   * bcast channel with history), or null. It outlives reconnections, so that
+   * `onconnect` can resubscribe from it; in an onMessage handler it is that
+   * OON's own. */
+  Client.prototype.position = function (cid) {
+    var position = this._positions[cid];
+    return position ? { epoch: position.epoch, offset: position.offset } : null;
+  };
+
+  /** Close the connection for good; pending requests are rejected. */
   Client.prototype.close = function (code, reason) {
+    this._stopped = true;
+    if (this._timer !== null) {
+      clearTimeout(this._timer);
+      this._timer = null;
+      this.closed = true;
+    }
     if (this.socket) this.socket.close(code === undefined ? 1000 : code, reason || "");
   };
 
@@ -540,6 +632,9 @@
 
   Client.prototype._notification = function (message) {
     if (!Array.isArray(message.message)) throw new Error("an OON without a message array");
+    if (Number.isInteger(message.offset) && typeof message.epoch === "string") {
+      this._positions[message.cid] = { epoch: message.epoch, offset: message.offset };
+    }
     var list = (this._handlers[message.cid] || []).slice();
     for (var i = 0; i < list.length; i++) {
       try {

@@ -200,8 +200,8 @@ class Broadcasts(Service):
             subscribers = self._channels.get(channel)
             if subscribers is None:
                 return False, b"Broadcast with id %d is not found" % channel
-            members = list(self._info.get(channel, {}).values())[:MAX_MEMBERS]
-            return {"count": len(subscribers), "members": members}
+            members = [info for info in self._info.get(channel, {}).values() if info]
+            return {"count": len(subscribers), "members": members[:MAX_MEMBERS]}
 
     def history(self, channel, after=0, limit=None, done=None):
         """``(Recovery-like position, [(offset, payload), ...])`` of the held
