@@ -20,7 +20,7 @@ from lapps.bus.redis.mqr import PREFETCH as REDIS_PREFETCH
 from conftest import (TEST_APPS, Server, Supervised, lapps_check, reactive, run_twistd, standalone,
                       write_config)
 from redis_server import RedisServer, free_port
-from support import bcast as bcast_checks, mqr as mqr_checks
+from support import bcast as bcast_checks, history as history_checks, mqr as mqr_checks
 from support.mqr import BYTES_BOUND, bitmap
 
 COUNT = 100_000
@@ -29,15 +29,17 @@ BACKENDS = ["redis", "host"]
 
 @pytest.fixture
 def hosts(tmp_path, reap):
-    """``host(name, services, redis_url, ready=patterns, **server_keys)`` → a
-    running Server on the Redis bus (prefix unique to the test), once it
-    logged each of ``ready``; all are killed after the test."""
+    """``host(name, services, redis_url, ready=patterns, bus=keys, **server_keys)``
+    → a running Server on the Redis bus (prefix unique to the test; ``bus``
+    adds keys to its bus section), once it logged each of ``ready``; all are
+    killed after the test."""
     prefix = f"t{uuid.uuid4().hex[:8]}:"
 
-    def host(name, services, url, ready=(), **server):
+    def host(name, services, url, ready=(), bus=None, **server):
         directory = tmp_path / name
         directory.mkdir()
-        bus = {"backend": "redis", "url": url, "prefix": prefix, "consumer_timeout": 2}
+        bus = {"backend": "redis", "url": url, "prefix": prefix, "consumer_timeout": 2,
+               **(bus or {})}
         server = reap(Server(write_config(directory, services, {"bus": bus, **server},
                                           TEST_APPS)))
         server.wait_for("bus available")
@@ -124,7 +126,7 @@ def test_workers_with_the_redis_bus_and_the_defaults_check(tmp_path, redis):
     from lapps import config as configuration
     defaults = configuration.from_dict({}, str(tmp_path), environ={}).server["bus"]
     assert defaults == {"backend": "local", "url": None, "prefix": "lapps:",
-                        "consumer_timeout": 10.0}
+                        "consumer_timeout": 10.0, "history_max_bytes": 16 * 1024 * 1024}
 
 
 def test_an_unreachable_redis_stops_the_start_with_one_line(tmp_path):
@@ -245,6 +247,72 @@ def test_a_broadcast_bigger_than_max_in_flight_goes_when_none_is_in_flight():
     assert args == (b"t:bcast:3", big)
     function(*args)  # the link is down: it lands, unsent
     assert channels.publish(3, b"s") is True
+
+
+# --- bcast history, recovery and presence ------------------------------------
+
+HISTORY = {"lhistory": reactive("/lhistory", protocol="LAppS", instances=2)}
+TICKER = {**HISTORY, "hticker": standalone(preload=["nap"])}
+HISTORY_BUS = {"history_max_bytes": 200_000}
+
+
+@pytest.fixture
+def history_hosts(hosts, redis):
+    """On Redis: host A runs ``lhistory`` and ``hticker``, host B ``lhistory``
+    → ([A's /lhistory, B's], A): the checks produce on A, subscribe on B."""
+    ready = started("lhistory", 2)
+    a = hosts("a", TICKER, redis.url, ready=ready + started("hticker", 1), bus=HISTORY_BUS)
+    b = hosts("b", HISTORY, redis.url, ready=ready, bus=HISTORY_BUS)
+    return [a.url("/lhistory"), b.url("/lhistory")], a
+
+
+@pytest.mark.parametrize("check", [
+    history_checks.sends_are_numbered_and_plain_channels_unchanged,
+    history_checks.a_position_too_old_or_of_another_epoch_is_not_recovered,
+    history_checks.presence_counts_and_lists_every_subscription,
+    history_checks.bad_options_get_their_answer], ids=lambda check: check.__name__)
+def test_bcast_history_checks_on_redis(history_hosts, check):
+    urls, a = history_hosts
+    check(urls)
+    assert a.bad_lines() == []
+
+
+def test_bcast_recovery_across_a_drop_on_redis(history_hosts):
+    """Produced in host A, recovered in host B: the read and pub/sub come on
+    two connections, the offsets put them in order."""
+    urls, a = history_hosts
+    history_checks.a_subscriber_recovers_what_it_missed_across_a_drop(urls, a)
+    assert a.bad_lines() == []
+
+
+def test_bcast_history_stays_bounded_under_a_flood_on_redis(history_hosts):
+    history_checks.history_stays_bounded_under_a_flood(history_hosts[0],
+                                                       HISTORY_BUS["history_max_bytes"])
+
+
+def test_a_restart_on_redis_keeps_the_epoch_and_the_history(hosts, redis):
+    """The host that created a history channel and sent on it stops; one
+    started on the same prefix finds the same epoch and the messages, and
+    numbers on from there."""
+    first = hosts("first", HISTORY, redis.url, ready=started("lhistory", 2))
+
+    async def sent(url):
+        peer = await history_checks.Peer.connect(url)
+        assert await peer.ask("create", 77, 10) == [True]
+        offsets = (await peer.ask("publish", 77, 3, "kept"))[1]
+        held, position = await peer.ask("history", 77)
+        await peer.close()
+        return offsets, held, position
+
+    offsets, held, position = asyncio.run(sent(first.url("/lhistory")))
+    assert offsets == [1, 2, 3] and position["offset"] == 3
+    assert first.stop() == -signal.SIGTERM
+    second = hosts("second", HISTORY, redis.url, ready=started("lhistory", 2))
+    assert history_checks.epoch_of(second.url("/lhistory"), 77) == position["epoch"]
+    offsets, held_again, position_again = asyncio.run(sent(second.url("/lhistory")))
+    assert offsets == [4, 5, 6]
+    assert held_again[:3] == held and [m["offset"] for m in held_again] == [1, 2, 3, 4, 5, 6]
+    assert position_again == {"epoch": position["epoch"], "offset": 6}
 
 
 # --- mqr --------------------------------------------------------------------

@@ -37,7 +37,7 @@ def test_a_position_too_old_or_of_another_epoch_is_not_recovered(server):
 
 
 def test_presence_counts_and_lists_subscriptions_of_both_workers(server):
-    checks.presence_counts_and_lists_every_subscription(urls(server))
+    checks.presence_counts_and_lists_every_subscription(urls(server), processes=2)
 
 
 def test_history_stays_bounded_under_a_flood(server):

@@ -16,6 +16,7 @@ class Peer:
 
     def __init__(self, ws):
         self.ws, self.broadcasts, self._answers = ws, [], asyncio.Queue()
+        self._arrived = asyncio.Event()  # set by each broadcast that arrives
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
@@ -29,6 +30,7 @@ class Peer:
                 await self._answers.put(message["result"])
             else:
                 self.broadcasts.append(message)
+                self._arrived.set()
 
     async def ask(self, method, *params):
         await self.ws.send(call(method, *params))
@@ -36,10 +38,11 @@ class Peer:
 
     async def until(self, predicate, timeout=20):
         """Wait until ``predicate(broadcasts)`` holds (each frame that arrives is a chance)."""
-        async def poll():
+        async def watch():
             while not predicate(self.broadcasts):
-                await asyncio.sleep(0.005)
-        await asyncio.wait_for(poll(), timeout)
+                self._arrived.clear()
+                await self._arrived.wait()
+        await asyncio.wait_for(watch(), timeout)
 
     async def close(self):
         await self.ws.close()
@@ -59,6 +62,8 @@ def sends_are_numbered_and_plain_channels_unchanged(urls):
         producer, subscriber = await Peer.connect(urls[0]), await Peer.connect(urls[-1])
         assert await producer.ask("create", 71, 5) == [True]
         assert await producer.ask("create", 72) == [True]
+        await known(subscriber, 71)
+        await known(subscriber, 72, history=False)
         assert await subscriber.ask("subscribe", 71) == [True]
         assert await subscriber.ask("subscribe", 72) == [True]
         assert await producer.ask("publish", 71, 3, "h") == [True, [1, 2, 3]]
@@ -121,6 +126,7 @@ def a_position_too_old_or_of_another_epoch_is_not_recovered(urls):
     async def go():
         producer, subscriber = await Peer.connect(urls[0]), await Peer.connect(urls[-1])
         assert await producer.ask("create", 73, 3) == [True]
+        await known(subscriber, 73)
         await producer.ask("publish", 73, 10, "o")
         _, position = await producer.ask("history", 73)
         epoch = position["epoch"]
@@ -144,27 +150,52 @@ def a_position_too_old_or_of_another_epoch_is_not_recovered(urls):
     asyncio.run(go())
 
 
-def presence_counts_and_lists_every_subscription(urls):
+def presence_counts_and_lists_every_subscription(urls, processes=1):
+    """Subscriptions made through ``urls`` (connections are opened until
+    they are served by ``processes`` processes, at least four): all are
+    counted, those given an info are listed, a leaving one is not."""
     async def go():
-        peers = [await Peer.connect(urls[i % len(urls)]) for i in range(4)]
+        peers, pids = [], set()
+        while len(peers) < 4 or len(pids) < processes:
+            assert len(peers) < 64, f"connections reached only {pids}"
+            peers.append(await Peer.connect(urls[len(peers) % len(urls)]))
+            pids.add((await peers[-1].ask("pid"))[0])
         assert await peers[0].ask("create", 74) == [True]
-        for peer, info in zip(peers, ["alice", "bob", None, "carol"]):
+        for peer in peers:
+            await known(peer, 74, history=False)
+        infos = [None if i == 2 else f"user{i}" for i in range(len(peers))]
+        for peer, info in zip(peers, infos):
             options = {} if info is None else {"info": info}
             assert await peer.ask("subscribe", 74, options) == [True]
-        for peer in peers:
-            present = (await peer.ask("presence", 74))[0]
-            assert present["count"] == 4
-            assert sorted(present["members"]) == ["alice", "bob", "carol"]
+        listed = sorted(info for info in infos if info)
+        for peer in peers:  # (another process's subscriptions are told the bus meanwhile)
+            present = await _presence_until(peer, 74, len(peers))
+            assert sorted(present["members"]) == listed
         await peers[1].ask("unsubscribe", 74)
         await peers[3].close()
-        present = await _presence_until(peers[0], 74, 2)
-        assert sorted(present["members"]) == ["alice"]
+        present = await _presence_until(peers[0], 74, len(peers) - 2)
+        assert sorted(present["members"]) == [i for i in listed if i not in ("user1", "user3")]
         assert await peers[0].ask("presence", 4242) == [
             False, "Broadcast with id 4242 is not found"]
-        for peer in peers[:3]:
+        for peer in peers[:3] + peers[4:]:
             await peer.close()
 
     asyncio.run(go())
+
+
+async def known(peer, channel, history=True, timeout=20):
+    """Once the process serving ``peer`` knows ``channel`` (made through
+    another process: the bus tells each process of it after the create)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    unknown = [False, f"Broadcast with id {channel} is not found"]
+    plain = [False, f"Broadcast with id {channel} keeps no history"]
+    while True:
+        answer = await peer.ask("history", channel, 0, 1)
+        if answer != unknown and (answer != plain or not history) or loop.time() > deadline:
+            assert answer != unknown and (answer != plain or not history), answer
+            return
+        await asyncio.sleep(0.02)
 
 
 async def _presence_until(peer, channel, count, timeout=20):

@@ -9,7 +9,8 @@ nothing waits on a Redis that is gone; the links reconnect with backoff.
 Keys, under the configured prefix ``P``: ``P bcast:ID`` (pub/sub, one per
 channel), ``P bcast-created`` (pub/sub) and ``P bcast-channels`` (a set),
 ``P mqr:NAME`` (a stream with the consumer group ``lapps``), and
-``P alive:CONSUMER`` (a process's presence, with a time to live).
+``P alive:CONSUMER`` (a process's presence, with a time to live); bcast
+history and presence have theirs (:mod:`lapps.bus.redis.history`).
 """
 
 import os
@@ -71,6 +72,15 @@ class RedisBus(Service):
 
     def key(self, kind: bytes, name: bytes = b"") -> bytes:
         return self.prefix + kind + name
+
+    def flush(self):
+        """Write what the command link holds now, not at the reactor's next
+        turn: what a call recorded (a create, a subscription) then reaches
+        Redis before the call's answer reaches its client, who may go on to
+        another process and look for it there."""
+        protocol = self.command.protocol
+        if protocol is not None and not protocol.transport.disconnecting:
+            protocol.transport.doWrite()
 
     def call(self, function, *args):
         """Run ``function(*args)`` on the reactor thread: now if this is it."""

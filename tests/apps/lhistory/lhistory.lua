@@ -72,6 +72,13 @@ function methods.presence(handler, p)
   return answer(handler, bcast:presence(p[1]))
 end
 
+function methods.pid(handler, p)  -- the process serving this connection
+  local stat = assert(io.open("/proc/self/stat", "r"))
+  local pid = tonumber(stat:read("*l"):match("^(%d+)"))
+  stat:close()
+  return answer(handler, pid)
+end
+
 function lhistory.onStart() end
 function lhistory.onDisconnect(handler) end
 function lhistory.onShutdown() end
