@@ -300,14 +300,36 @@ class Server:
     """``nginx``: the server (wsbench) or the echo target (lua) is nginx's."""
 
     def __init__(self, key, label, argv, tls=False, venv=None, path="/echo", kind="wsbench",
-                 note="", nginx=False):
+                 note="", nginx=False, workers=1):
         self.key, self.label, self.argv, self.tls = key, label, argv, tls
         self.venv, self.path, self.kind, self.note = venv, path, kind, note
-        self.nginx = nginx
+        self.nginx, self.workers = nginx, workers
 
 
-def nginx_argv(ctx, port, tls):
-    return nginx_peer.argv(ctx.tmp / f"nginx-{port}", port, SHARED, ctx.certs if tls else None)
+def nginx_argv(ctx, port, tls, workers=1):
+    return nginx_peer.argv(ctx.tmp / f"nginx-{port}", port, SHARED, ctx.certs if tls else None,
+                           workers)
+
+
+def nginx_server(key, tls, workers):
+    """An nginx row: ``workers`` worker processes (and a master when more than one)."""
+    processes = "1 process" if workers == 1 else f"{workers} workers"
+    return Server(key, f"nginx + lua-resty-websocket{', wss' if tls else ''} ({processes})",
+                  lambda ctx, port: nginx_argv(ctx, port, tls, workers), tls=tls, nginx=True,
+                  workers=workers)
+
+
+def server_pids(proc, workers, timeout=10.0):
+    """The pids whose CPU is the server's: ``proc``'s, and once they have
+    started, those of its ``workers`` worker processes when it has more than one."""
+    if workers == 1:
+        return [proc.pid]
+    deadline = time.monotonic() + timeout
+    while True:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        if len(children) >= workers or time.monotonic() > deadline:
+            return [proc.pid] + [int(c) for c in children]
+        time.sleep(0.05)
 
 
 SERVERS = [
@@ -329,10 +351,10 @@ SERVERS = [
            venv="aiohttp"),
     Server("picows", "picows {version} (uvloop {uvloop})", peer_argv("picows_echo.py"),
            venv="picows"),
-    Server("nginx-ws", "nginx + lua-resty-websocket (1 process)",
-           lambda ctx, port: nginx_argv(ctx, port, False), nginx=True),
-    Server("nginx-wss", "nginx + lua-resty-websocket, wss (1 process)",
-           lambda ctx, port: nginx_argv(ctx, port, True), tls=True, nginx=True),
+    nginx_server("nginx-ws", False, 1),
+    nginx_server("nginx-wss", True, 1),
+    nginx_server("nginx-ws-2w", False, 2),
+    nginx_server("nginx-wss-2w", True, 2),
     Server("echosrv", "echosrv (C, ceiling)",
            lambda ctx, port: [str(ctx.echosrv), "-p", str(port)]),
     Server("lua-ws", "lapps ws: benchmark.lua → echo.lua, one process",
@@ -368,7 +390,8 @@ def run_wsbench(ctx, procs, server, rep, args):
         bench = ctx.pin(ctx.client_cpu) + [
             str(ctx.wsbench), "-H", "127.0.0.1", "-p", str(port), "-u", server.path,
             "-c", str(args.conns), "-s", str(args.size), "-w", str(args.warmup),
-            "-d", str(args.duration), "-S", str(proc.pid)] + (["-t"] if server.tls else [])
+            "-d", str(args.duration), "-S", ",".join(map(str, server_pids(proc, server.workers)))
+        ] + (["-t"] if server.tls else [])
         record["wsbench_command"] = bench
         neighbours = Neighbours(proc.pid)
         result = subprocess.run(bench, capture_output=True, text=True,

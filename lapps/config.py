@@ -154,9 +154,12 @@ BUS = Object({
                                "presence key in Redis counts as dead: the `mqr` messages it had "
                                "taken but not finished go to the other receivers. Keep it well "
                                "above a GC or swap pause."),
-    "history_max_bytes": Scalar(int, 16 * 1024 * 1024, minimum=1024,
+    # (at most 32 MiB: a recovery's messages travel in one host-bus message,
+    # which must stay well under what a link may queue)
+    "history_max_bytes": Scalar(int, 16 * 1024 * 1024, minimum=1024, maximum=32 * 1024 * 1024,
                                 help="the bytes of messages one `bcast` history channel keeps "
-                                "at most, beside its `history_size`: the oldest go first. "
+                                "at most (up to 32 MiB), beside its `history_size`: the oldest "
+                                "go first. "
                                 "(With Redis, each process enforces it for what it sends.)"),
 }, help="lapps addition: where `bcast` and `mqr` live")
 

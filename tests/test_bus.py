@@ -219,7 +219,7 @@ class _SilentBus:
     """What RedisBroadcasts needs of the bus: available, but each PUBLISH
     handed to it stays in flight until the test runs it (on a lost link)."""
 
-    available = True
+    available, reactor = True, None
 
     def __init__(self):
         self.subscribe_hooks, self.sync_hooks, self.calls = [], [], []
@@ -275,6 +275,12 @@ def test_bcast_history_checks_on_redis(history_hosts, check):
     urls, a = history_hosts
     check(urls)
     assert a.bad_lines() == []
+
+
+def test_presence_forgets_a_host_that_dies_on_redis(history_hosts):
+    """Its subscriptions stop counting once its alive: key expires (the
+    hosts' consumer_timeout is 2 s)."""
+    history_checks.presence_forgets_a_process_that_dies(history_hosts[0])
 
 
 def test_bcast_recovery_across_a_drop_on_redis(history_hosts):

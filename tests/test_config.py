@@ -145,6 +145,9 @@ BAD = [
                  [f"{E}: /services/echo/instance: unknown key"], id="unknown-service-key"),
     pytest.param(one_file(server={"a/b~c": 1}), None, ("echo",),
                  [f"{E}: /server/a~1b~0c: unknown key"], id="pointer-escapes-slash-and-tilde"),
+    pytest.param(one_file(server={"bus": {"history_max_bytes": 2**64}}), None, ("echo",),
+                 [f"{E}: /server/bus/history_max_bytes: expected integer from 1024 to 33554432, "
+                  f"got {2**64}"], id="history-bytes-over-its-maximum"),
     # wrong types
     pytest.param(one_file(server={"port": "5083"}), None, ("echo",),
                  [f"{E}: /server/port: expected integer from 0 to 65535, got string \"5083\""],

@@ -82,3 +82,27 @@ def test_a_history_too_big_for_the_instance_is_refused_and_it_goes_on(start_serv
                               "max_memory; ask for fewer (limit)"]
     assert [m["offset"] for m in few[0]] == [5991, 5992, 5993, 5994, 5995]
     assert server.bad_lines() == []
+
+
+def test_more_than_10000_missed_messages_are_not_recovered(start_server):
+    """A subscribe sends at most 10,000 missed messages (``bcast:history``
+    pages through more): further back is ``recovered = false``, on every bus."""
+    server = start_server(SERVICES, applications=TEST_APPS)  # (history_max_bytes as shipped)
+    server.wait_started(SERVICES)
+
+    async def go():
+        peer = await checks.Peer.connect(server.url("/lhistory"))
+        assert await peer.ask("create", 78, 20000) == [True]
+        for _ in range(6):
+            assert (await peer.ask("publish", 78, 2000, "r"))[0] is True
+        _, position = await peer.ask("history", 78, 0, 1)
+        epoch = position["epoch"]
+        too_far = await peer.ask("subscribe", 78, {"epoch": epoch, "offset": 1999})
+        assert too_far == [True, {"recovered": False, "epoch": epoch, "offset": 12000}]
+        assert await peer.ask("subscribe", 78, {"epoch": epoch, "offset": 2000}) == [
+            True, {"recovered": True, "epoch": epoch, "offset": 12000}]
+        await peer.until(lambda got: len(got) == 10000)
+        await peer.close()
+        return checks.offsets(peer.broadcasts)
+
+    assert asyncio.run(go()) == list(range(2001, 12001))

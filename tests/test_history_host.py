@@ -5,7 +5,7 @@ checks' clients are spread over both."""
 
 import pytest
 
-from conftest import TEST_APPS, reactive, standalone
+from conftest import reactive, standalone
 from support import history as checks
 
 SERVICES = {"lhistory": reactive("/lhistory", protocol="LAppS", instances=2),
@@ -42,3 +42,13 @@ def test_presence_counts_and_lists_subscriptions_of_both_workers(server):
 
 def test_history_stays_bounded_under_a_flood(server):
     checks.history_stays_bounded_under_a_flood(urls(server), MAX_BYTES)
+
+
+def test_presence_forgets_a_worker_that_dies(server):
+    checks.presence_forgets_a_process_that_dies(urls(server))
+    server.wait_for(r'"lapps_event": "worker.exit"', timeout=30)
+
+
+def test_bad_options_get_their_answer(server):
+    checks.bad_options_get_their_answer(urls(server))
+    assert server.bad_lines() == []

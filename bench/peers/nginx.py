@@ -1,6 +1,6 @@
 """The seed's peer, nginx + lua-resty-websocket: an echo on one loopback
-port, ws or wss, in one nginx process (``master_process off``), from a
-config written at run time. nginx and its Lua module come from Debian
+port, ws or wss, in one nginx process (``master_process off``) or a master
+and N worker processes, from a config written at run time. nginx and its Lua module come from Debian
 (``apt-get install nginx libnginx-mod-http-lua``); the library is in
 ``shared/peers/lua-resty-websocket``."""
 
@@ -34,7 +34,7 @@ def install(shared):
     return missing(shared)
 
 
-def _config(directory, port, shared, certs):
+def _config(directory, port, shared, certs, workers):
     listen = f"127.0.0.1:{port}" + (" ssl" if certs else "")
     tls = (f"ssl_certificate {certs['cert']};\n        ssl_certificate_key {certs['key']};"
            if certs else "")
@@ -44,8 +44,8 @@ def _config(directory, port, shared, certs):
     return f"""load_module {MODULES}/ndk_http_module.so;
 load_module {MODULES}/ngx_http_lua_module.so;
 daemon off;
-master_process off;
-worker_processes 1;
+master_process {"on" if workers > 1 else "off"};
+worker_processes {workers};
 worker_rlimit_nofile 65536;
 error_log stderr warn;
 pid {directory}/nginx.pid;
@@ -64,11 +64,12 @@ http {{
 """
 
 
-def argv(directory, port, shared, certs=None):
+def argv(directory, port, shared, certs=None, workers=1):
     """The command that runs the echo on ``port`` (wss when ``certs`` has
-    ``cert`` and ``key``), its config and temp files in ``directory``."""
+    ``cert`` and ``key``) in ``workers`` worker processes, its config and
+    temp files in ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "nginx.conf"
-    conf.write_text(_config(directory, port, shared, certs))
+    conf.write_text(_config(directory, port, shared, certs, workers))
     return ["nginx", "-e", "stderr", "-p", str(directory), "-c", str(conf)]

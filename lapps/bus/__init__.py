@@ -55,15 +55,16 @@ def build(settings, limits, connections, reactor, host_link=None) -> Bus:
         from lapps.bus.host.link import HostLink
         from lapps.bus.host.mqr import HostQueues
         link = HostLink(host_link, reactor)
-        return Bus(HostBroadcasts(connections, reactor, link, history), HostQueues(link, *bounds), link)
+        return Bus(HostBroadcasts(connections, reactor, link, history),
+                   HostQueues(link, *bounds), link)
     if backend == "redis":
         from lapps.bus.redis.bcast import RedisBroadcasts
         from lapps.bus.redis.bus import RedisBus
         from lapps.bus.redis.mqr import RedisQueues
         redis = RedisBus(settings, reactor)
         redis.probe()
-        return Bus(RedisBroadcasts(connections, reactor, redis, history), RedisQueues(redis, *bounds),
-                   redis)
+        return Bus(RedisBroadcasts(connections, reactor, redis, history),
+                   RedisQueues(redis, *bounds), redis)
     from lapps.bus.local.bcast import Broadcasts
     from lapps.bus.local.mqr import MessageQueues
     return Bus(Broadcasts(connections, reactor, history), MessageQueues(*bounds))

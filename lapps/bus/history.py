@@ -25,8 +25,10 @@ MAX_MEMBERS = 1000
 MAX_INFO = 256
 #: The largest ``history_size``.
 MAX_SIZE = 1_000_000
-#: Messages one ``history`` call returns at most.
+#: Messages one ``history`` call returns at most, and a subscribe recovers at most.
 MAX_LIMIT = 10_000
+#: The longest ``history_ttl``, in seconds (about 31 years).
+MAX_TTL = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,9 @@ def _map_header(count):
 def recovery(epoch, first, top, since_epoch, since_offset) -> bool:
     """Whether a subscriber that saw ``(since_epoch, since_offset)`` can get
     everything after it from a history holding offsets ``first``..``top``
-    (``first`` > ``top`` when it holds none)."""
-    if since_epoch != epoch or since_offset > top:
+    (``first`` > ``top`` when it holds none): at most :data:`MAX_LIMIT`
+    messages are sent on a subscribe (more are paged with ``history``)."""
+    if since_epoch != epoch or since_offset > top or top - since_offset > MAX_LIMIT:
         return False
     return since_offset == top or first <= since_offset + 1
 

@@ -19,10 +19,6 @@ from lapps.lua import source
 
 _keys = itertools.count(1)
 _GAVE_UP = object()
-
-
-class _Waiting(tuple):
-    """``(None, None, key)``: Lua waits on ``key`` for the outcome."""
 _SETTLE = source.read("settle.lua")
 
 

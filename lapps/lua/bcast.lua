@@ -8,7 +8,8 @@ local function results(a, b)
   if b == nil then return a end
   return a, b
 end
-local function id_ok(id) return type(id) == "number" and id >= 0 and id == floor(id) end
+-- (below 2^64: a channel id is an unsigned 64-bit integer, as in LAppS; this also refuses inf and NaN)
+local function id_ok(id) return type(id) == "number" and id >= 0 and id < 2^64 and id == floor(id) end
 local function whole(n, low, high)
   return type(n) == "number" and n == floor(n) and n >= low and n <= high
 end
@@ -48,8 +49,9 @@ function bcast:create(id, options)
   if not whole(size, 1, limits.max_size) then
     return false, "bcast:create: history_size must be an integer from 1 to " .. limits.max_size
   end
-  if ttl ~= nil and not (type(ttl) == "number" and ttl > 0 and ttl < math.huge) then
-    return false, "bcast:create: history_ttl must be a number of seconds above 0"
+  if ttl ~= nil and not (type(ttl) == "number" and ttl > 0 and ttl <= limits.max_ttl) then
+    return false, "bcast:create: history_ttl must be a number of seconds above 0, at most "
+      .. limits.max_ttl
   end
   return create(id, size, ttl)
 end
@@ -58,7 +60,7 @@ local SUBSCRIBE = "usage: bcast:subscribe(channel_id, handler [, {epoch = E, off
 local SUBSCRIBE_KEYS = { epoch = true, offset = true, info = true }
 function bcast:subscribe(id, handler, options)
   if not id_ok(id) or type(handler) ~= "number" then return false, SUBSCRIBE end
-  if options == nil then return subscribe(id, handler) end
+  if options == nil then return results(settle(false, subscribe(id, handler))) end
   local problem = unknown(options, SUBSCRIBE_KEYS)
   options = readable(options)
   if options == nil then return false, SUBSCRIBE end

@@ -111,7 +111,8 @@ def install(context):
     wait = None if context.standalone else context.wait
     limits = _table(runtime, {"max_size": channel_history.MAX_SIZE,
                               "max_info": channel_history.MAX_INFO,
-                              "max_limit": channel_history.MAX_LIMIT})
+                              "max_limit": channel_history.MAX_LIMIT,
+                              "max_ttl": channel_history.MAX_TTL})
     runtime.globals()[b"bcast"] = runtime.execute(
         _BCAST, module.create, module.subscribe, module.channels.unsubscribe, module.send,
         module.history, module.presence, answers.lua_settle(runtime, wait), limits)

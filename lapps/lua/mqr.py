@@ -41,8 +41,6 @@ def _log_dropped(queue, size, limit):
               queue=queue, size=size, max_memory=limit)
 
 
-
-
 class _Module:
     """The Python side of one instance's ``mqr`` global."""
 

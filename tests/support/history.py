@@ -4,6 +4,8 @@ test_history.py runs them on the local bus, test_bus.py on the shared buses.
 ``urls`` are the ``/lhistory`` URLs of the servers (one, or one per host)."""
 
 import asyncio
+import os
+import signal
 
 import cbor2
 import websockets
@@ -183,6 +185,32 @@ def presence_counts_and_lists_every_subscription(urls, processes=1):
     asyncio.run(go())
 
 
+def presence_forgets_a_process_that_dies(urls):
+    """Subscriptions in two processes (``urls``: connections are opened
+    until both serve some); one process is killed (SIGKILL: it says
+    nothing): its subscriptions leave the count, the others stay."""
+    async def go():
+        peers, pids = [], []
+        while len(set(pids)) < 2:
+            assert len(peers) < 64, f"connections reached only {set(pids)}"
+            peers.append(await Peer.connect(urls[len(peers) % len(urls)]))
+            pids.append((await peers[-1].ask("pid"))[0])
+        assert await peers[0].ask("create", 79) == [True]
+        for index, peer in enumerate(peers):
+            await known(peer, 79, history=False)
+            assert await peer.ask("subscribe", 79, {"info": f"user{index}"}) == [True]
+        await _presence_until(peers[0], 79, len(peers))
+        victim = pids[-1]
+        os.kill(victim, signal.SIGKILL)
+        survivors = [(i, peer) for i, (peer, pid) in enumerate(zip(peers, pids)) if pid != victim]
+        present = await _presence_until(survivors[0][1], 79, len(survivors))
+        assert sorted(present["members"]) == sorted(f"user{i}" for i, _ in survivors)
+        for _, peer in survivors:
+            await peer.close()
+
+    asyncio.run(go())
+
+
 async def known(peer, channel, history=True, timeout=20):
     """Once the process serving ``peer`` knows ``channel`` (made through
     another process: the bus tells each process of it after the create)."""
@@ -250,6 +278,8 @@ def bad_options_get_their_answer(urls):
             await peer.ask("typos", 76),
             await peer.ask("history", 76, -1),
             await peer.ask("history", 76, 0, 0),
+            await peer.ask("subscribe", 4243),
+            await peer.ask("odd", 76),
         ]
         await peer.close()
         return answers
@@ -257,7 +287,8 @@ def bad_options_get_their_answer(urls):
     assert asyncio.run(go()) == [
         [False, "bcast:create: history_size must be an integer from 1 to 1000000"],
         [False, "bcast:create: history_size must be an integer from 1 to 1000000"],
-        [False, "bcast:create: history_ttl must be a number of seconds above 0"],
+        [False, "bcast:create: history_ttl must be a number of seconds above 0, at most "
+                "1000000000"],
         [False, "usage: bcast:create(channel_id [, {history_size = N, history_ttl = S}])"],
         [False, "bcast:subscribe: epoch and offset go together"],
         [False, "bcast:subscribe: epoch must be a string and offset an integer from 0"],
@@ -266,6 +297,16 @@ def bad_options_get_their_answer(urls):
          [False, "bcast:subscribe: unknown option offest"]],
         [False, "usage: bcast:history(channel_id [, after_offset [, limit up to 10000]])"],
         [False, "usage: bcast:history(channel_id [, after_offset [, limit up to 10000]])"],
+        [False, "Broadcast with id 4243 is not found"],
+        [[[False, "usage: bcast:presence(channel_id)"],
+         [False, "usage: bcast:history(channel_id [, after_offset [, limit up to 10000]])"],
+         [False, "usage: bcast:subscribe(channel_id, handler [, {epoch = E, offset = K, "
+                 "info = S}])"],
+         [False, "usage: bcast:send(channel_id, nljson_object)"],
+         [False, "usage: bcast:create(channel_id), an unsigned integer"],
+         [False, "bcast:create: history_ttl must be a number of seconds above 0, at most "
+                 "1000000000"],
+         [True], [True], [True], [True]]],
     ]
 
 

@@ -20,7 +20,7 @@ host is told, not buffered.
 import cbor2
 
 from lapps.bus.entries import PENDING
-from lapps.bus.history import MAX_SIZE, Recovery, recovery
+from lapps.bus.history import MAX_LIMIT, MAX_SIZE, Recovery, recovery
 from lapps.bus.host import wire
 from lapps.bus.local.bcast import Backlog, Broadcasts
 
@@ -67,6 +67,9 @@ class HostBroadcasts(Broadcasts):
             return False, link.problem()
 
         def send():
+            if not link.available:  # (lost since: nothing would answer)
+                done((False, link.problem()))
+                return
             number = link.expect(lambda message: done(answered(message)), done)
             link.send(wire.request(kind, number, wire.U64.pack(channel) + body))
 
@@ -77,19 +80,17 @@ class HostBroadcasts(Broadcasts):
         self.link.answer(message, message)
 
     def _recover(self, channel, handler, since, done):
-        with self._lock:
-            self._recovering.setdefault(channel, {})[handler] = []
-
         def answered(message):
             answer = wire.read_held_answer(message)
-            if answer is None:
+            if answer is None:  # (the hub holds none: live from now on)
+                self._recovered(channel, handler, [], 0)
                 return True, Recovery(False, "", 0)
             epoch, first, top, entries = answer
             recovered = recovery(epoch, first, top, *since)
             self._recovered(channel, handler, entries if recovered else [], top)
             return True, Recovery(recovered, epoch, top)
 
-        outcome = self._ask(wire.HELD, channel, wire.HELD_QUERY.pack(since[1], MAX_SIZE),
+        outcome = self._ask(wire.HELD, channel, wire.HELD_QUERY.pack(since[1], MAX_LIMIT),
                             answered, done)
         if outcome is not PENDING:
             self.unsubscribe(channel, handler)

@@ -170,7 +170,8 @@ class Hub:
                 other.send(message)
 
     def _broadcast(self, link, message):
-        channel = wire.channel_of(message)  # (one cut short drops the sender's link, not the others')
+        # (a message cut short drops the sender's link, not the others')
+        channel = wire.channel_of(message)
         if channel in self.held:
             self._number(channel, message[9:])
             return

@@ -22,7 +22,6 @@ A worker whose link is lost answers every waiting call with the bus's
 problem at once (and ends, see :mod:`lapps.bus.host.link`).
 """
 
-
 from twisted.logger import Logger
 
 from lapps.bus.entries import FETCHED, PENDING, QUEUE_FULL, decode, encode

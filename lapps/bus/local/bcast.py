@@ -114,11 +114,12 @@ class Broadcasts(Service):
                 return False, b"no open connection with this handler"
             subscribers.add(handler)
             self._memberships.setdefault(handler, set()).add(channel)
-            if info is not None:
-                self._info.setdefault(channel, {})[handler] = info
+            self._info.setdefault(channel, {})[handler] = info
             floors = self._floors.get(channel)
             if floors is not None:
                 floors[handler] = self._top(channel)
+                if since is not None:  # what comes live waits until what it missed is sent
+                    self._recovering.setdefault(channel, {})[handler] = []
         self._joined(channel, handler, info)
         if since is None:
             return True
@@ -135,7 +136,6 @@ class Broadcasts(Service):
         held messages (on the reactor, in order with the live ones)."""
         with self._lock:
             recovery, missed = self._held[channel].recover(*since)
-            self._recovering.setdefault(channel, {})[handler] = []
         self._call(self._recovered, channel, handler, missed, recovery.offset)
         return True, recovery
 
@@ -168,10 +168,12 @@ class Broadcasts(Service):
             subscribers = self._channels.get(channel)
             if subscribers is None:
                 return False, b"Broadcast with id %d is not found" % channel
+            subscribed = handler in subscribers
             subscribers.discard(handler)
             self._memberships.get(handler, set()).discard(channel)
             self._forget(channel, handler)
-        self._left(channel, handler)
+        if subscribed:
+            self._left(channel, handler)
         return True
 
     def _forget(self, channel, handler):

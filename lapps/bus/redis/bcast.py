@@ -35,6 +35,7 @@ sends.
 """
 
 from twisted.internet.defer import DeferredList, maybeDeferred
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from lapps.bus.entries import PENDING
@@ -69,6 +70,8 @@ class RedisBroadcasts(Broadcasts):
         self._options = {}     # history channel -> Options
         self._epochs = {}      # history channel -> the epoch its floors count in
         self._present = set()  # channels with subscriptions of this process recorded in Redis
+        self._renewal = LoopingCall(self._renew)  # their expiry, as mqr renews alive:
+        self._renewal.clock = bus.reactor
         bus.subscribe_hooks.append(self._subscribe)
         bus.sync_hooks.append(self._sync)
 
@@ -180,8 +183,6 @@ class RedisBroadcasts(Broadcasts):
         live waits (see the module docstring of :mod:`lapps.bus.redis.history`).
         More than :data:`~lapps.bus.history.MAX_LIMIT` missed is not
         recovered: ``bcast:history`` pages through it."""
-        with self._lock:
-            self._recovering.setdefault(channel, {})[handler] = []
         since_epoch, since_offset = since
 
         def recovered(position):
@@ -241,6 +242,17 @@ class RedisBroadcasts(Broadcasts):
         return DeferredList([protocol.psubscribe([_glob_escaped(self._channel) + b"*"]),
                              protocol.subscribe([self._created])], fireOnOneErrback=True)
 
+    def _renew(self):
+        protocol = self.bus.command.protocol
+        if protocol is not None and self.bus.available and self._present:
+            # a failure means the link is lost: _sync records them again when it is back
+            self.store.renew(protocol, list(self._present)).addErrback(lambda _: None)
+
+    def stopService(self):
+        super().stopService()
+        if self._renewal.running:
+            self._renewal.stop()
+
     def _sync(self, protocol):
         """After (re)connecting: add the channels and history channels known
         here, record this process's subscriptions again, then learn the
@@ -257,6 +269,8 @@ class RedisBroadcasts(Broadcasts):
         steps += [store.forget(protocol, channel) for channel in self._present]
         self._present = {channel for channel, _, _ in subscriptions}
         steps += [store.join(protocol, *subscription) for subscription in subscriptions]
+        if not self._renewal.running:
+            self._renewal.start(self.bus.consumer_timeout / 4, now=False)
         ids = protocol.execute_command(b"SMEMBERS", self._ids)
         ids.addCallback(lambda ids: [self._learn(i) for i in ids])
         learned = store.all_histories(protocol)

@@ -77,7 +77,9 @@ class RedisBus(Service):
         """Write what the command link holds now, not at the reactor's next
         turn: what a call recorded (a create, a subscription) then reaches
         Redis before the call's answer reaches its client, who may go on to
-        another process and look for it there."""
+        another process and look for it there. (A connection this write
+        finds lost is found again by the reactor when it next reads the
+        socket, so what ``doWrite`` returns is not needed here.)"""
         protocol = self.command.protocol
         if protocol is not None and not protocol.transport.disconnecting:
             protocol.transport.doWrite()

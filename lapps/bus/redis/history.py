@@ -131,12 +131,27 @@ class Store:
 
     def join(self, protocol, channel, handler, info):
         """(The hash first: a consumer in the set without one is dropped.)"""
-        consumer = self.bus.consumer
+        consumer, mine = self.bus.consumer, self._subscriptions(channel, self.bus.consumer)
         return DeferredList([
-            protocol.execute_command(b"HSET", self._subscriptions(channel, consumer),
-                                     b"%d" % handler, info or b""),
-            protocol.execute_command(b"SADD", self._consumers(channel), consumer)],
+            protocol.execute_command(b"HSET", mine, b"%d" % handler, info or b""),
+            protocol.execute_command(b"PEXPIRE", mine, self._ttl()),
+            protocol.execute_command(b"SADD", self._consumers(channel), consumer),
+            protocol.execute_command(b"PEXPIRE", self._consumers(channel), self._ttl())],
             fireOnOneErrback=True, consumeErrors=True)
+
+    def renew(self, protocol, channels):
+        """Keep this process's subscriptions on ``channels`` (and the sets of
+        consumers) from expiring: what a process that died recorded goes by
+        itself ``consumer_timeout`` later, as its ``alive:`` key does."""
+        ttl = self._ttl()
+        return DeferredList([protocol.execute_command(b"PEXPIRE", key, ttl)
+                             for channel in channels
+                             for key in (self._subscriptions(channel, self.bus.consumer),
+                                         self._consumers(channel))],
+                            fireOnOneErrback=True, consumeErrors=True)
+
+    def _ttl(self):
+        return int(self.bus.consumer_timeout * 1000)
 
     def leave(self, protocol, channel, handler):
         return protocol.execute_command(b"HDEL", self._subscriptions(channel, self.bus.consumer),

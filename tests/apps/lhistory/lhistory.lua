@@ -45,6 +45,26 @@ function methods.typos(handler, p)  -- options as a Lua table, with a misspelt k
                 { bcast:subscribe(p[1], handler, { offest = 3 }) })
 end
 
+function methods.odd(handler, p)  -- values no client can send: each call's results
+  local inf, nan = 1 / 0, 0 / 0
+  local out = {}
+  for _, call in ipairs({
+    function() return bcast:presence(inf) end,
+    function() return bcast:history(inf) end,
+    function() return bcast:subscribe(inf, handler) end,
+    function() return bcast:send(nan, { cid = 7, message = {} }) end,
+    function() return bcast:create(2 ^ 64) end,
+    function() return bcast:create(p[1], { history_size = 10, history_ttl = 1e300 }) end,
+    function() return bcast:unsubscribe(p[1], -1) end,
+    function() return bcast:unsubscribe(p[1], 1.5) end,
+    function() return bcast:unsubscribe(p[1], 2 ^ 64) end,
+    function() return bcast:unsubscribe(p[1], nan) end,
+  }) do
+    out[#out + 1] = { call() }
+  end
+  return answer(handler, out)
+end
+
 function methods.unsubscribe(handler, p)
   return answer(handler, bcast:unsubscribe(p[1], handler))
 end
