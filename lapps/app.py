@@ -13,7 +13,6 @@ import os
 
 from OpenSSL import SSL
 from twisted.application.service import MultiService, Service
-from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, inlineCallbacks, succeed
 from twisted.logger import Logger
 
@@ -22,10 +21,8 @@ from lapps.bus import BusUnavailable
 from lapps.deadline import within
 from lapps.deploy.deployer import Deployer
 from lapps.lua.runtime import LuaStartError
-from lapps.protocols import private_names, quiet_handshake
-from lapps.protocols.fastpath import LISTEN_BACKLOG, CoalescingClock, EagerTCPServerEndpoint
+from lapps import fast
 from lapps.protocols.server import LAppSServerFactory
-from lapps.protocols.stdtls import StdTLSFactory
 from lapps.reload import Reloaded, plan_services, server_changes
 from lapps.schema import pointer
 from lapps.services.listener import ListenerService
@@ -79,17 +76,6 @@ def _service_acls(config):
 def _server_tls(config):
     return tls.server_options(config.cert_file, config.key_file,
                               config.server["tls_server_version"])
-
-
-def _endpoint(server, reactor, eager):
-    """A TCP endpoint: the listener layers TLS itself, above the global ACL.
-    ``eager`` (the fast path): its transports write at once when nothing is queued."""
-    ip, port = server["ip"], server["port"]
-    if eager:
-        return EagerTCPServerEndpoint(reactor, port, interface=ip)
-    if ":" in ip:
-        return endpoints.TCP6ServerEndpoint(reactor, port, LISTEN_BACKLOG, interface=ip)
-    return endpoints.TCP4ServerEndpoint(reactor, port, LISTEN_BACKLOG, interface=ip)
 
 
 def _stop_in_dependency_order(services, stop, unstopped):
@@ -160,7 +146,8 @@ class LAppSService(MultiService):
         self.broadcasts.setServiceParent(self)
         server = cfg.server
         # the server key, unless a private name it relies on is missing here (logged)
-        self.fast_path = server["fast_path"] and private_names.fast_path_available()
+        self.fast = fast.wing(reactor, server["fast_path"])
+        self.fast_path = self.fast.enabled
         self.parts = ServerParts(cfg.lua_path, self.connections, self.broadcasts, reactor,
                                  tls.ClientTLS(cfg.ca_file, server["tls_client_version"],
                                                server["tls_client_verify"]),
@@ -171,19 +158,17 @@ class LAppSService(MultiService):
         self.factory = LAppSServerFactory(_routes(self.lua_services), self.connections,
                                           self.broadcasts, acl=self.acl)
         self.factory.fast_path = self.fast_path
-        if self.fast_path:
-            quiet_handshake.install()
         scheme = "wss" if server["tls"] else "ws"
         self.server_tls = tls.ServerTLS(_server_tls(cfg)) if server["tls"] else None
-        endpoint = worker.endpoint(server, reactor, self.fast_path) if worker else \
-            _endpoint(server, reactor, self.fast_path)
+        endpoint = worker.endpoint(server, self.fast) if worker else \
+            self.fast.endpoint(server["port"], server["ip"])
         port = worker.port if worker else server["port"]
         self.listener = ListenerService(endpoint, self.factory, f"{scheme}://{server['ip']}:{port}",
                                         reactor, tls=self.server_tls, acl=self.acl,
                                         peer_limits=PeerLimits(server["limits"], reactor))
         if self.fast_path:
-            self.listener.tls_clock = CoalescingClock(reactor)
-            self.listener.tls_factory = StdTLSFactory
+            self.listener.tls_clock, self.listener.tls_factory = \
+                self.fast.tls_clock, self.fast.tls_factory
         self.listener.setServiceParent(self)
         # a worker deploys nothing: its supervisor does, and reloads it
         self.deployer = None if worker else Deployer(lambda: self.config, self.reload, reactor,

@@ -8,7 +8,6 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from lapps import admin, config as configuration, metrics
-from lapps import reactor as lapps_reactor
 from lapps.app import LAppSService
 from lapps.child_check import check_in_child
 from lapps.config import ConfigError
@@ -74,8 +73,9 @@ def _check_and_reload(supervisor):
 
 
 def makeService(options):
-    if getattr(options.service, "fast_path", False):  # the epoll reactor's cheaper dispatch
-        lapps_reactor.install(options.service.reactor)
+    fast = getattr(options.service, "fast", None)
+    if fast is not None:  # the epoll reactor's cheaper dispatch
+        fast.install_dispatch()
     top = MultiService()
     served = options.service  # a single process has its admin listener inside
     if isinstance(served, LAppSService):  # its watchdog sees SIGTERM even with Lua stuck in C

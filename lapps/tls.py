@@ -80,7 +80,7 @@ def server_options(cert_path, key_path, version):
 
 def server_context(cert_path, key_path, version, ciphers):
     """The same TLS settings as an ``ssl.SSLContext``, for the fast path's
-    :mod:`lapps.protocols.stdtls`: certificate chain and key, minimum
+    :mod:`lapps.fast.stdtls`: certificate chain and key, minimum
     version, renegotiation refused, the ``ciphers`` pyOpenSSL's options
     allow (TLS 1.2; TLS 1.3's suites are OpenSSL's defaults in both), and
     no session tickets (Twisted's options ask for none and turn the session
@@ -124,7 +124,7 @@ class ClientTLS:
     With ``verify`` the server's certificate must chain to ``ca_file`` (if it
     exists) or to the system trust store, and name the host; without,
     nothing is verified, as in LAppS. :attr:`context` is the stdlib
-    ``SSLContext`` of :mod:`lapps.protocols.stdtls` (``fast_path``; the
+    ``SSLContext`` of :mod:`lapps.fast.stdtls` (``fast_path``; the
     name is checked by ``ssl``); :meth:`creator` gives Twisted's TLS a
     connection creator per host (service-identity checks the name), one
     OpenSSL context for every connection to that host.

@@ -1,5 +1,5 @@
 """A server for tests/test_reactor_dispatch.py (not a test module): lapps's
-EagerServer transports on a real reactor, optionally with lapps.reactor's
+EagerServer transports on a real reactor, optionally with lapps.fast.dispatch's
 dispatch. Each read is answered with the ``system`` of the legacy log line
 made while handling it; ``boom`` raises, and the error's log line goes to
 stdout as JSON."""
@@ -21,8 +21,8 @@ chosen.install()
 from twisted.internet import protocol, reactor  # noqa: E402
 from twisted.python import log  # noqa: E402
 
-from lapps import reactor as lapps_reactor  # noqa: E402
-from lapps.protocols.fastpath import EagerTCPServerEndpoint  # noqa: E402
+from lapps.fast import dispatch as lapps_reactor  # noqa: E402
+from lapps.fast.transport import EagerTCPServerEndpoint  # noqa: E402
 
 seen = []
 

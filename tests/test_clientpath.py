@@ -1,4 +1,4 @@
-"""The client fast path (lapps.protocols.clientpath, ``cws``'s connections)
+"""The client fast path (lapps.fast.client, ``cws``'s connections)
 gives the results Autobahn's client gives.
 
 As for the server side (test_fastpath.py): the same server frames, cut
@@ -15,7 +15,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lapps.protocols.backpressure import OutboundCap
-from lapps.protocols.clientpath import EagerClient, FastClient, connecting
+from lapps.fast.client import EagerClient, FastClient, connecting
 from support.frames import PEER, SIZES, Recording, Transport, frame, sized, stream_of
 from support.frames import run as run_server_side
 
@@ -147,8 +147,8 @@ def test_without_the_fast_path_cws_gets_twisteds_own_transports():
     from twisted.internet import tcp
     from twisted.internet.protocol import Factory, Protocol
     from twisted.internet.selectreactor import SelectReactor
-    from lapps.protocols.clientpath import adopt
-    from lapps.protocols.fastpath import EagerServer
+    from lapps.fast.client import adopt
+    from lapps.fast.transport import EagerServer
     reactor = SelectReactor()
     assert connecting(reactor, eager=False) is reactor
     made = []

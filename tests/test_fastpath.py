@@ -1,4 +1,4 @@
-"""The fast path (lapps.protocols.fastpath) gives the results Autobahn gives.
+"""The fast path (lapps.fast.frames) gives the results Autobahn gives.
 
 The same bytes, cut into reads in the same places, go to a protocol with
 the fast path on and to one with it off (Autobahn's own path), each over
@@ -20,8 +20,8 @@ from twisted.logger import globalLogPublisher
 
 from conftest import reactive
 from lapps import config as configuration
-from lapps.protocols import fastpath
-from lapps.protocols.fastpath import CoalescingClock
+from lapps.fast import frames as fastpath
+from lapps.fast.transport import CoalescingClock
 from support.conformance import CORE, assert_conformant, require_tool
 from support.frames import CLOSE_ME, frame, opened, outcome, run, sized, stream_of
 from support.jsonlog import events

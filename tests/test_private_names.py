@@ -8,7 +8,7 @@ import textwrap
 import websockets
 
 from conftest import Server, reactive, write_config
-from lapps.protocols import private_names
+from lapps.fast import private_names
 
 FUTURE = ("autobahn.twisted.websocket", "WebSocketServerProtocol", ("_renamedInAFutureRelease",))
 
@@ -29,7 +29,7 @@ def test_without_one_the_server_takes_the_stock_path(tmp_path, reap):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(textwrap.dedent(f"""
-        from lapps.protocols import private_names
+        from lapps.fast import private_names
         private_names.RELIED_ON.append({FUTURE!r})
     """))
     config = write_config(tmp_path, {"echo": reactive("/echo")})
@@ -47,3 +47,29 @@ def test_without_one_the_server_takes_the_stock_path(tmp_path, reap):
     assert not any("dispatches the events of lapps connections" in line
                    for line in server.lines)  # the reactor's own dispatch too
     assert server.bad_lines() == []
+
+
+def test_the_wing_gives_the_stock_parts_when_a_name_is_gone(monkeypatch):
+    """One entry point (lapps.fast.wing): with every name there, the fast
+    path's endpoint, TLS and clock; without one (here the epoll reactor's),
+    Twisted's own, and nothing of the fast path is installed."""
+    from twisted.internet import endpoints
+    from twisted.internet.selectreactor import SelectReactor
+
+    from lapps import fast
+    from lapps.fast.transport import EagerTCPServerEndpoint
+
+    reactor = SelectReactor()
+    enabled = fast.wing(reactor, True)
+    assert enabled.enabled and enabled.tls_factory is not None and enabled.tls_clock is not None
+    assert isinstance(enabled.endpoint(0, "127.0.0.1"), EagerTCPServerEndpoint)
+    assert fast.wing(reactor, False) == fast.Wing(False, reactor)
+
+    gone = ("twisted.internet.epollreactor", "EPollReactor", ("_pollerRenamed",))
+    monkeypatch.setattr(private_names, "RELIED_ON_WHERE_PRESENT",
+                        private_names.RELIED_ON_WHERE_PRESENT + [gone])
+    stock = fast.wing(reactor, True)
+    assert stock == fast.Wing(False, reactor)
+    assert isinstance(stock.endpoint(0, "127.0.0.1"), endpoints.TCP4ServerEndpoint)
+    assert isinstance(stock.endpoint(0, "::1"), endpoints.TCP6ServerEndpoint)
+    assert stock.install_dispatch() is False

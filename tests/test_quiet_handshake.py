@@ -1,5 +1,5 @@
 """Autobahn's per-connection pretty-print of its options, skipped while
-debug logging is off (lapps/protocols/quiet_handshake.py), on real
+debug logging is off (lapps/fast/quiet_handshake.py), on real
 Autobahn protocols over Twisted's in-memory transport."""
 
 import pprint
@@ -11,7 +11,7 @@ from autobahn.websocket import protocol
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from lapps.protocols import quiet_handshake
+from lapps.fast import quiet_handshake
 
 
 @pytest.fixture

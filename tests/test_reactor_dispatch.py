@@ -1,4 +1,4 @@
-"""lapps.reactor: the epoll reactor's cheaper dispatch keeps Twisted's log
+"""lapps.fast.dispatch: the epoll reactor's cheaper dispatch keeps Twisted's log
 context, and is installed only where it applies.
 
 A small server (tests/reactor_probe.py, a real reactor on a real socket,

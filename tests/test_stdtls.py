@@ -1,4 +1,4 @@
-"""lapps.protocols.stdtls: the fast path's TLS on the standard library's ssl.
+"""lapps.fast.stdtls: the fast path's TLS on the standard library's ssl.
 
 First the layer alone, with a real TLS client (an ``SSLObject``) on the
 other side of an in-memory transport: records cut anywhere still give
@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from conftest import reactive
 from lapps import tls
-from lapps.protocols.stdtls import StdTLSFactory
+from lapps.fast.stdtls import StdTLSFactory
 from support.pki import PKI, trusting
 from support.raw import request_head
 

@@ -42,9 +42,9 @@ from twisted.python.threadable import isInIOThread
 
 from lapps.lua import source
 from lapps.protocols.backpressure import OutboundCap
-from lapps.protocols.clientpath import FastClient, adopt, connecting
-from lapps.protocols.fastpath import CoalescingClock
-from lapps.protocols.stdtls import StdTLSFactory
+from lapps.fast.client import FastClient, adopt, connecting
+from lapps.fast.stdtls import StdTLSFactory
+from lapps.fast.transport import CoalescingClock
 
 MAX_MESSAGE = 16 * 1024 * 1024
 #: Bytes one connection may have waiting to go out (sent by Lua, not yet
@@ -64,7 +64,7 @@ class _Protocol(FastClient, OutboundCap, WebSocketClientProtocol):
     """One cws connection: reports to its pool, never runs Lua itself. It
     counts what it writes while its transport is full (``outbound_backlog``)
     and holds what the service sends before the handshake ends. Its common
-    frames take :mod:`lapps.protocols.clientpath`."""
+    frames take :mod:`lapps.fast.client`."""
 
     lost = None
     was_open = False

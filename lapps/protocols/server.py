@@ -18,7 +18,7 @@ from lapps import metrics
 from lapps.config import LIMITS
 from lapps.origin import normalise as normalise_origin
 from lapps.protocols.backpressure import OutboundCap
-from lapps.protocols.fastpath import FastPath
+from lapps.fast.frames import FastPath
 from lapps.protocols.handshake import HandshakeLimits
 from lapps.protocols.timers import ExactTimer
 
@@ -235,7 +235,7 @@ class LAppSServerFactory(WebSocketServerFactory):
 
     protocol = LAppSServerProtocol
     noisy = False
-    #: Whether new connections take :mod:`lapps.protocols.fastpath` (server key ``fast_path``).
+    #: Whether new connections take :mod:`lapps.fast.frames` (server key ``fast_path``).
     fast_path = True
 
     def __init__(self, routes, connections, broadcasts, auto_fragment=False,

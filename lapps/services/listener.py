@@ -26,7 +26,7 @@ class ListenerService(Service):
     drain_timeout = 5.0
     #: What TLS connections schedule their write flushes with (None: the reactor).
     tls_clock = None
-    #: What makes the TLS connections (``fast_path``: :class:`lapps.protocols.stdtls.StdTLSFactory`).
+    #: What makes the TLS connections (``fast_path``: :class:`lapps.fast.stdtls.StdTLSFactory`).
     tls_factory = TLSMemoryBIOFactory
 
     def __init__(self, endpoint, factory, description, clock, tls=None, acl=None,

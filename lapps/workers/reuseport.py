@@ -13,7 +13,7 @@ import socket
 
 from twisted.internet import tcp
 
-from lapps.protocols.fastpath import EagerPort, EagerTCPServerEndpoint
+from lapps.fast.transport import EagerPort
 
 
 def _family(ip):
@@ -68,8 +68,6 @@ class EagerReusePort(_ReusePort, EagerPort):
     """The fast path's eager-write transports (``fast_path`` on)."""
 
 
-def endpoint(reactor, port, interface, eager):
-    """Listens on ``interface``:``port`` beside the other workers, with the
-    fast path's transports when ``eager``."""
-    return EagerTCPServerEndpoint(reactor, port, interface,
-                                  port_class=EagerReusePort if eager else ReusePort)
+def port_class(eager):
+    """The ports of a worker's listener: with the fast path's transports when ``eager``."""
+    return EagerReusePort if eager else ReusePort

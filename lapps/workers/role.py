@@ -21,9 +21,10 @@ class WorkerRole:
     port: int
     bus_link: int | None = None
 
-    def endpoint(self, server, reactor, eager):
-        """The listening endpoint, on the shared port (``eager``: the fast path's transports)."""
-        return reuseport.endpoint(reactor, self.port, server["ip"], eager=eager)
+    def endpoint(self, server, fast):
+        """The listening endpoint, on the shared port (with the transports of
+        ``fast``, the :class:`lapps.fast.Wing`)."""
+        return fast.endpoint(self.port, server["ip"], reuseport.port_class(fast.enabled))
 
     def runs(self, service):
         """Whether this worker runs ``service`` (a ServiceConfig)."""

@@ -81,7 +81,6 @@ def main(argv=None):
 
     from twisted.internet import reactor
 
-    from lapps import reactor as lapps_reactor
     from lapps.app import LAppSService
     from lapps.config import ConfigError
     from lapps.hangup import ReloadOnHangup
@@ -95,8 +94,7 @@ def main(argv=None):
             log.error("worker {index} cannot start: {line}", lapps_event="worker.config_error",
                       index=args.index, line=line)
         return EX_CONFIG
-    if lapps.fast_path:  # as twistd lapps does for one process
-        lapps_reactor.install(reactor)
+    lapps.fast.install_dispatch()  # as twistd lapps does for one process
     top = MultiService()
     lapps.setServiceParent(top)
     ReloadOnHangup(lapps).setServiceParent(top)

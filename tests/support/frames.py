@@ -1,7 +1,7 @@
 """WebSocket frames made by hand, random streams of them (hypothesis
 strategies), and probe protocols over Twisted's test transport that record
 what they received and wrote: to compare the fast paths
-(lapps.protocols.fastpath, server side, and .clientpath, client side) with
+(lapps.fast.frames, server side, and lapps.fast.client, client side) with
 Autobahn's own, in test_fastpath.py and test_clientpath.py."""
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -11,7 +11,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from lapps.protocols.backpressure import OutboundCap
-from lapps.protocols.fastpath import FastPath
+from lapps.fast.frames import FastPath
 
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)

@@ -22,7 +22,7 @@ the bench's whole wss echo, 22.9 against 32.8 CPU-µs), and the memory BIOs say 
   ``SSLZeroReturnError`` once ours is sent).
 - **out**: a connection's writes of one reactor turn are gathered and
   encrypted together on the next turn (the factory's ``clock``, the
-  listener's :class:`~lapps.protocols.fastpath.CoalescingClock`), as
+  listener's :class:`~lapps.fast.transport.CoalescingClock`), as
   Twisted's ``BufferingTLSTransport`` does; 64 kB gathered are flushed at
   once. What the SSL object put in the outgoing BIO (handshake flights,
   alerts, a KeyUpdate answer) goes to the TCP transport when ``pending``

@@ -1,14 +1,13 @@
 """The private names of Twisted and Autobahn that the fast path (server key
-``fast_path``) relies on, checked in one place before the server is built.
+``fast_path``, :mod:`lapps.fast`) relies on, checked in one place before
+the server is built.
 
 Neither library promises them, and lapps pins no upper version. A name
-counts as there when the class has it or one of its methods still reads or
-sets it (an attribute made in ``__init__``). If one is missing, the server
-logs one line naming it (``fast_path.unavailable``) and every connection
-takes Twisted's and Autobahn's own path, as with ``"fast_path": false``;
-the reactor's dispatch (:mod:`lapps.reactor`) and the handshake's quiet
-debug line (:mod:`lapps.protocols.quiet_handshake`) check their own names
-the same way.
+counts as there when the class (or module) has it or one of the class's
+methods still reads or sets it (an attribute made in ``__init__``). If one
+is missing, the server logs one line naming it (``fast_path.unavailable``)
+and the server is built with Twisted's and Autobahn's own parts, as with
+``"fast_path": false``.
 """
 
 import importlib
@@ -20,8 +19,8 @@ log = Logger(namespace="lapps.protocols")
 #: The versions these names were last checked against.
 CHECKED_WITH = {"twisted": "26.10.0", "autobahn": "26.11.1"}
 
-#: (module, class, names): what :mod:`lapps.protocols.fastpath`,
-#: :mod:`lapps.protocols.clientpath` and :mod:`lapps.protocols.server` use.
+#: (module, class or None for the module itself, names): what the modules of
+#: :mod:`lapps.fast` and :mod:`lapps.protocols.server` use.
 RELIED_ON = [
     ("autobahn.twisted.websocket", "WebSocketServerProtocol",
      ("_onOpen", "_dataReceived", "_cancelAutoPingTimeoutCall", "_perMessageCompress",
@@ -30,6 +29,16 @@ RELIED_ON = [
      ("_onOpen", "_dataReceived", "_perMessageCompress", "_listeners")),
     ("twisted.internet.abstract", "FileDescriptor", ("_tempDataBuffer", "_writeDisconnected")),
     ("twisted.internet.tcp", "Server", ("_fromConnectedSocket",)),
+    ("twisted.internet.tcp", "Connector", ("_makeTransport",)),
+    ("autobahn.websocket.protocol", "WebSocketProtocol", ("_connectionMade",)),
+    ("autobahn.websocket.protocol", None, ("pformat",)),
+]
+
+#: The same for a module that is not everywhere (epoll: Linux only); where
+#: it cannot be imported, what relies on it is not used.
+RELIED_ON_WHERE_PRESENT = [
+    ("twisted.internet.epollreactor", "EPollReactor",
+     ("_poller", "_selectables", "_doReadOrWrite")),
 ]
 
 
@@ -45,12 +54,24 @@ def _used_by(cls):
 
 
 def missing():
-    """The relied-on names the installed libraries lack, as ``Class.name``."""
+    """The relied-on names the installed libraries lack, as ``Class.name``
+    (or ``module.name``)."""
     lacking = []
-    for module, class_name, names in RELIED_ON:
-        cls = getattr(importlib.import_module(module), class_name, None)
+    present = []
+    for entry in RELIED_ON_WHERE_PRESENT:
+        try:
+            importlib.import_module(entry[0])
+        except ImportError:
+            continue
+        present.append(entry)
+    for module_name, class_name, names in RELIED_ON + present:
+        module = importlib.import_module(module_name)
+        if class_name is None:
+            lacking += [f"{module_name}.{n}" for n in names if not hasattr(module, n)]
+            continue
+        cls = getattr(module, class_name, None)
         if cls is None:
-            lacking.append(f"{module}.{class_name}")
+            lacking.append(f"{module_name}.{class_name}")
             continue
         used = _used_by(cls)
         lacking += [f"{class_name}.{n}" for n in names if not hasattr(cls, n) and n not in used]

@@ -21,9 +21,10 @@ events do not change at all: ``lapps.*`` events never read this context
 during a lapps connection's event still carry that connection's
 ``system``.
 
-It is contained: it changes nothing unless asked (``twistd lapps`` asks when
-the server key ``fast_path`` is on; an embedding application may call
-:func:`install` itself), only an :class:`EPollReactor` of that exact class
+It is contained: it changes nothing unless asked (``twistd lapps`` and a
+worker ask when the server key ``fast_path`` is on, through
+:meth:`lapps.fast.Wing.install_dispatch`; so may an embedding application,
+with its service's ``fast``), only an :class:`EPollReactor` of that exact class
 is changed (``--reactor select``, ``poll``, ... and subclasses are left
 alone), and when the context tracker is not Twisted's threaded one (an
 application replaced it), every event takes ``callWithLogger``.
@@ -35,8 +36,8 @@ from twisted.logger import Logger
 from twisted.python import context, log
 from twisted.python.log import ILogContext
 
-from lapps.protocols.clientpath import EagerClient
-from lapps.protocols.fastpath import EagerServer
+from lapps.fast.client import EagerClient
+from lapps.fast.transport import EagerServer
 
 try:
     from twisted.internet.epollreactor import EPollReactor
@@ -45,16 +46,12 @@ except ImportError:  # no epoll (not Linux): nothing to install
 
 events = Logger(namespace="lapps.reactor")
 
-#: The EPollReactor internals :class:`_Dispatch` uses (Twisted is not pinned:
-#: a version without them keeps its own dispatch rather than failing each turn).
-_RELIES_ON = ("_poller", "_selectables", "_doReadOrWrite")
-
-
 def install(reactor):
     """Give ``reactor`` the cheaper dispatch if it is an :class:`EPollReactor`
-    (of that exact class, with the internals it relies on); return whether
-    it has it. Idempotent."""
-    if type(reactor) is not EPollReactor or not all(hasattr(reactor, a) for a in _RELIES_ON):
+    (of that exact class; the internals it relies on are checked with the
+    others, :mod:`lapps.fast.private_names`); return whether it has it.
+    Idempotent."""
+    if type(reactor) is not EPollReactor:
         events.info("{reactor} keeps its own event dispatch", lapps_event="reactor.dispatch",
                     reactor=type(reactor).__name__, lapps_dispatch=False)
         return False

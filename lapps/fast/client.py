@@ -1,4 +1,4 @@
-"""The fast path of ``cws`` connections: :mod:`lapps.protocols.fastpath`
+"""The fast path of ``cws`` connections: :mod:`lapps.fast.frames`
 from the client's side.
 
 :class:`FastClient` takes the common server frame in (final text or
@@ -23,10 +23,10 @@ import struct
 
 from twisted.internet import posixbase, tcp
 
-from lapps.protocols import fastpath
-from lapps.protocols.fastpath import FastPath, payload_bounds, unmask
+from lapps.fast import frames, transport
+from lapps.fast.frames import FastPath, payload_bounds, unmask
 
-_TEXT, _BINARY = fastpath._TEXT, fastpath._BINARY
+_TEXT, _BINARY = frames._TEXT, frames._BINARY
 #: The headers of masked client frames with 16-bit and 64-bit lengths.
 _MASKED_16, _MASKED_64 = struct.Struct(">BBH").pack, struct.Struct(">BBQ").pack
 
@@ -73,9 +73,9 @@ class FastClient(FastPath):
         return header + mask + unmask(payload, mask)
 
 
-class EagerClient(fastpath.EagerWrites, tcp.Client):
-    """A client TCP transport with :class:`~lapps.protocols.fastpath.EagerWrites`.
-    :mod:`lapps.reactor` caches its log context as for the server's; Twisted
+class EagerClient(transport.EagerWrites, tcp.Client):
+    """A client TCP transport with :class:`~lapps.fast.transport.EagerWrites`.
+    :mod:`lapps.fast.dispatch` caches its log context as for the server's; Twisted
     renames the transport (``logstr``) once connected, which drops the cache."""
 
     log_context = None
@@ -117,11 +117,11 @@ def _posix(reactor, cls, method):
 def adopt(reactor, fileno, family, factory, eager=True):
     """Give ``reactor`` a connected, non-blocking socket (it takes a copy),
     as ``adoptStreamConnection`` does; with ``eager``, on a transport that
-    writes at once (:class:`~lapps.protocols.fastpath.EagerServer`:
+    writes at once (:class:`~lapps.fast.transport.EagerServer`:
     Twisted's adopted connections are its ``Server`` transports) where
     Twisted allows it."""
     if eager and _posix(reactor, tcp.Server, "_fromConnectedSocket"):
-        fastpath.EagerServer._fromConnectedSocket(fileno, family, factory, reactor)
+        transport.EagerServer._fromConnectedSocket(fileno, family, factory, reactor)
     else:
         reactor.adoptStreamConnection(fileno, family, factory)
 
