@@ -57,7 +57,12 @@ def raise_fd_limit(wanted):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard < wanted and os.geteuid() == 0:
         with open("/proc/sys/fs/nr_open") as f:
-            hard = max(hard, min(wanted, int(f.read())))
+            raised = max(hard, min(wanted, int(f.read())))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, raised))
+            hard = raised
+        except (ValueError, OSError):  # root without CAP_SYS_RESOURCE (a container)
+            pass
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     return min(wanted, hard)
 
