@@ -278,8 +278,10 @@ class Ctx:
 
 
 def lapps_echo_argv(ctx, port, tls, fast_path=True, extra=None):
-    """twistd on a config of echo.lua; ``extra``: more keys of its server section."""
-    server = {"ip": "127.0.0.1", "port": port, "tls": tls, "fast_path": fast_path, **(extra or {})}
+    """twistd on a config of echo.lua; ``extra``: more keys of its server section.
+    No access log, as nginx's peer runs with ``access_log off``."""
+    server = {"ip": "127.0.0.1", "port": port, "tls": tls, "fast_path": fast_path,
+              "access_log": False, **(extra or {})}
     if tls:
         server["tls_certificates"] = ctx.certs
     config = {"server": server,

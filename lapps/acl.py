@@ -73,11 +73,18 @@ def peer_address(host: str):
     return address
 
 
+#: Peers whose verdict an :class:`Acl` keeps (all are forgotten when full).
+MEMO = 4096
+
+
 class Acl:
     """A compiled ACL. ``allows(host)`` decides for one peer.
 
     Matching costs one set look-up per distinct prefix length among the
-    entries (of the peer's IP version), whatever the number of entries.
+    entries (of the peer's IP version), whatever the number of entries; the
+    verdicts for the last peers seen (host strings, up to :data:`MEMO`) are
+    kept, as parsing the address cost more than the rest of the match, and a
+    peer usually comes back.
     """
 
     def __init__(self, policy="allow", exclude=()):
@@ -94,6 +101,7 @@ class Acl:
         self._index = {version: tuple(((32 if version == 4 else 128) - prefix, frozenset(keys))
                                       for prefix, keys in sorted(prefixes.items()))
                        for version, prefixes in by_version.items()}
+        self._verdicts = {}  # host string -> matches(host)
 
     @classmethod
     def from_config(cls, section):
@@ -107,7 +115,16 @@ class Acl:
     def matches(self, host) -> bool:
         """Whether the peer (a host string or an ``ipaddress`` address) is in
         one of the ``exclude`` entries."""
-        address = peer_address(host) if isinstance(host, str) else host
+        if not isinstance(host, str):
+            return self._matches(host)
+        verdict = self._verdicts.get(host)
+        if verdict is None:
+            if len(self._verdicts) >= MEMO:
+                self._verdicts.clear()
+            verdict = self._verdicts[host] = self._matches(peer_address(host))
+        return verdict
+
+    def _matches(self, address):
         if address is None:
             return False
         if address.version == 6 and address.ipv4_mapped is not None:

@@ -204,6 +204,7 @@ class LAppSService(MultiService):
         started_workers = 1 if self.worker else max(1, self._started_with["workers"]["workers"])
         self.factory.max_connections = started_workers * workers["max_connections"]
         self.factory.setProtocolOptions(autoFragmentSize=1392 if workers["auto_fragment"] else 0)
+        self.factory.access_log = cfg.server["access_log"]
         self.factory.apply_limits(cfg.server["limits"])
         self.listener.peer_limits.configure(cfg.server["limits"])
         self.watchdog.configure(cfg.server["limits"]["stall_timeout"],

@@ -279,6 +279,12 @@ SERVER = Object({
                                "keep the process alive; what was cut short is logged. Even with "
                                "the reactor stuck in a C function, SIGTERM and SIGINT end the "
                                "process this long plus 3 s after they come (exit status 70)."),
+    "access_log": Scalar(bool, True,
+                         help="lapps addition: log each WebSocket connection as it opens "
+                         "(`connection.open`) and as it closes (`connection.close`, with its "
+                         "peer, target, codes, duration and bytes: the access log). `false` "
+                         "logs neither, as nginx's `access_log off`: the two lines cost about a "
+                         "quarter of a handshake's CPU. A reload applies it."),
     "fast_path": Scalar(bool, True,
                         help="lapps addition: a whole, masked text or binary message on a "
                         "connection without permessage-deflate is read and written without "

@@ -15,7 +15,7 @@ import dataclasses
 #: Server keys (JSON pointers under the server object) a reload applies live.
 LIVE = ("/acl", "/tls_certificates/cert", "/tls_certificates/key", "/tls_server_version",
         "/limits", "/workers/max_connections", "/workers/auto_fragment",
-        "/shutdown_timeout", "/deploy")
+        "/shutdown_timeout", "/deploy", "/access_log")
 
 
 def changed_keys(old, new, where=""):

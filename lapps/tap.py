@@ -10,6 +10,7 @@ from twisted.python import usage
 from lapps import admin, config as configuration, metrics
 from lapps.app import LAppSService
 from lapps.child_check import check_in_child
+from lapps.collector import FreezeWhenReady
 from lapps.config import ConfigError
 from lapps.deploy.deployer import Deployer
 from lapps.hangup import ReloadOnHangup
@@ -88,4 +89,5 @@ def makeService(options):
     served.setServiceParent(top)
     ReloadOnHangup(options.service).setServiceParent(top)
     SystemdNotifier(options.service.when_ready).setServiceParent(top)  # after: asks at start
+    FreezeWhenReady(options.service.when_ready).setServiceParent(top)
     return top

@@ -94,3 +94,23 @@ def test_close_event_over_wss_names_the_tls_version(tmp_path):
     assert event["tls"] == version == "TLSv1.3"
     assert (event["subprotocol"], event["service"], event["code"]) == ("raw", "probe", 1000)
     assert event["bytes_in"] > 0 and event["bytes_out"] > 0
+
+
+def test_access_log_off_logs_no_connection_and_serves_as_before(tmp_path):
+    """``"access_log": false`` (nginx's ``access_log off``): no open or
+    close line for a connection, which is served and counted as before."""
+    server = json_server(tmp_path, {"access_log": False})
+
+    async def client():
+        async with websockets.connect(server.url("/probe")) as ws:
+            await ws.send(b"who")
+            return await ws.recv()
+
+    try:
+        assert asyncio.run(client())
+    finally:
+        server.stop()
+    names = {e["lapps_event"] for e in events(server)}
+    assert "connection.open" not in names and "connection.close" not in names
+    assert "server.ready" in names
+    assert server.bad_lines() == []

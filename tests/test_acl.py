@@ -385,3 +385,14 @@ def test_lapps_check_and_twistd_refuse_malformed_entries(tmp_path):
     twistd = run_twistd(config)
     assert (twistd.returncode, twistd.stderr.splitlines()) == (1, expected)
     assert "Traceback" not in twistd.stdout + twistd.stderr
+
+
+def test_an_acl_keeps_its_verdicts_for_the_last_peers_and_no_more():
+    from lapps import acl as acl_module
+    acl = acl_module.Acl("deny", ["10.0.0.0/8"])
+    assert [acl.allows("10.1.2.3"), acl.allows("10.1.2.3"), acl.allows("192.0.2.1")] == \
+        [True, True, False]
+    for n in range(acl_module.MEMO + 10):
+        acl.allows(f"198.51.{n // 256 % 256}.{n % 256}")
+    assert len(acl._verdicts) <= acl_module.MEMO
+    assert acl.allows("10.1.2.3") is True and acl.allows("not an address") is False

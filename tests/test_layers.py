@@ -23,7 +23,7 @@ LAYERS = [
     ["lapps.services"],
     ["lapps.admin"],
     ["lapps.deploy"],
-    ["lapps.hangup", "lapps.systemd"],
+    ["lapps.hangup", "lapps.systemd", "lapps.collector"],
     ["lapps.app"],
     ["lapps.workers"],
     ["lapps.tap", "lapps.cli"],

@@ -23,9 +23,9 @@ def recorded(monkeypatch):
         calls.append(obj)
         return pprint.pformat(obj, *args, **kwargs)
 
-    caller = quiet_handshake._checked_caller()
-    assert caller is not None, "this Autobahn's _connectionMade no longer calls pformat"
-    monkeypatch.setattr(protocol, "pformat", quiet_handshake._quiet_for(caller, stock=stock))
+    callers = quiet_handshake._callers("pformat")
+    assert callers, "this Autobahn's _connectionMade no longer calls pformat"
+    monkeypatch.setattr(protocol, "pformat", quiet_handshake._quiet_for(callers, stock))
     level = txaio.get_global_log_level()
     yield calls
     txaio.set_global_log_level(level)
@@ -80,3 +80,28 @@ def test_install_is_idempotent(monkeypatch):
     monkeypatch.setattr(protocol, "pformat", pprint.pformat)
     assert quiet_handshake.install() and quiet_handshake.install()
     assert protocol.pformat.quiet and protocol.pformat is not pprint.pformat
+
+
+def test_the_handshake_styles_no_names_with_debug_off(monkeypatch):
+    """hltype: the handshake's debug lines skip it; any other caller (an
+    error line, say) and debug logging get it as before."""
+    styled = []
+
+    def stock(obj):
+        styled.append(obj)
+        return "styled"
+
+    callers = quiet_handshake._callers("hltype")
+    assert callers, "this Autobahn's handshake no longer calls hltype"
+    monkeypatch.setattr(protocol, "hltype", quiet_handshake._quiet_for(callers, stock))
+    level = txaio.get_global_log_level()
+    try:
+        txaio.set_global_log_level("info")
+        connect()
+        assert styled == []
+        assert protocol.hltype(connect) == "styled"
+        txaio.set_global_log_level("debug")
+        connect()
+        assert len(styled) >= 2
+    finally:
+        txaio.set_global_log_level(level)

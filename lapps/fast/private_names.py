@@ -31,7 +31,8 @@ RELIED_ON = [
     ("twisted.internet.tcp", "Server", ("_fromConnectedSocket",)),
     ("twisted.internet.tcp", "Connector", ("_makeTransport",)),
     ("autobahn.websocket.protocol", "WebSocketProtocol", ("_connectionMade",)),
-    ("autobahn.websocket.protocol", None, ("pformat",)),
+    ("autobahn.websocket.protocol", None, ("pformat", "hltype", "hlval")),
+    ("autobahn.twisted.websocket", None, ("hltype", "hlval")),
 ]
 
 #: The same for a module that is not everywhere (epoll: Linux only); where

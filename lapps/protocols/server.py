@@ -108,6 +108,8 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
         self.factory.connections[self.handler] = self
         config = self.instance.service.config
         self.cap_outbound(config.max_outbound_buffer, config.outbound_stall_timeout)
+        if not self.factory.access_log:
+            return
         log.info("{peer} connected to {target} as handler {handler}",
                  lapps_event="connection.open", peer=self.peer, target=self.target,
                  handler=self.handler, service=self.instance.service.name,
@@ -130,6 +132,8 @@ class LAppSServerProtocol(FastPath, OutboundCap, HandshakeLimits, WebSocketServe
         self.instance.disconnect(handler)
         service = self.instance.service.name
         metrics.connection_closed(self, service)
+        if not self.factory.access_log:
+            return
         stats = self.trafficStats
         log.info("{peer} on {target} (handler {handler}) closed: code {code}, "
                  "{duration:.3f} s, {bytes_in} bytes in, {bytes_out} bytes out",
@@ -237,6 +241,8 @@ class LAppSServerFactory(WebSocketServerFactory):
     noisy = False
     #: Whether new connections take :mod:`lapps.fast.frames` (server key ``fast_path``).
     fast_path = True
+    #: Whether connections are logged as they open and close (server key ``access_log``).
+    access_log = True
 
     def __init__(self, routes, connections, broadcasts, auto_fragment=False,
                  max_connections=10000, acl=None):

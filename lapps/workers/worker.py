@@ -82,6 +82,7 @@ def main(argv=None):
     from twisted.internet import reactor
 
     from lapps.app import LAppSService
+    from lapps.collector import FreezeWhenReady
     from lapps.config import ConfigError
     from lapps.hangup import ReloadOnHangup
     from lapps.workers.role import WorkerRole
@@ -98,6 +99,7 @@ def main(argv=None):
     top = MultiService()
     lapps.setServiceParent(top)
     ReloadOnHangup(lapps).setServiceParent(top)
+    FreezeWhenReady(lapps.when_ready).setServiceParent(top)
     try:
         top.startService()
     except CannotListenError as e:
