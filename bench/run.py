@@ -389,13 +389,14 @@ def run_wsbench(ctx, procs, server, rep, args):
         proc = procs.start(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     try:
         wait_listening(proc, port, what=server.key)
+        pids = server_pids(proc, server.workers)  # (nginx's workers are the server's, not neighbours)
         bench = ctx.pin(ctx.client_cpu) + [
             str(ctx.wsbench), "-H", "127.0.0.1", "-p", str(port), "-u", server.path,
             "-c", str(args.conns), "-s", str(args.size), "-w", str(args.warmup),
-            "-d", str(args.duration), "-S", ",".join(map(str, server_pids(proc, server.workers)))
+            "-d", str(args.duration), "-S", ",".join(map(str, pids))
         ] + (["-t"] if server.tls else [])
         record["wsbench_command"] = bench
-        neighbours = Neighbours(proc.pid)
+        neighbours = Neighbours(*pids)
         result = subprocess.run(bench, capture_output=True, text=True,
                                 timeout=15 + args.warmup + args.duration + 60)
         record.update(neighbours.done())
