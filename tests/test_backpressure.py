@@ -199,7 +199,7 @@ def test_bcast_from_threads_stops_at_max_behind():
     so nothing is delivered until the test lets it run one turn.)"""
     from twisted.internet.selectreactor import SelectReactor
     reactor = SelectReactor()
-    channels = bcast.Broadcasts({}, reactor)
+    channels = bcast.Broadcasts({}, reactor, 1 << 20)
     channels.create(3)
     payload = b"p" * BLOB
     results = []

@@ -62,7 +62,7 @@ def test_dropping_a_handler_leaves_every_channel():
     cannot see membership, only deliveries)."""
     from twisted.internet import reactor
     from lapps.bus.local.bcast import Broadcasts
-    channels = Broadcasts({7: object(), 8: object()}, reactor)
+    channels = Broadcasts({7: object(), 8: object()}, reactor, 1 << 20)
     for channel in (1, 2, 3):
         channels.create(channel)
         assert channels.subscribe(channel, 7) is True
@@ -101,7 +101,7 @@ def test_a_broadcast_bigger_than_max_behind_goes_when_none_waits():
     from lapps.bus.local.bcast import MAX_BEHIND, Broadcasts
     reactor = SelectReactor()
     subscriber = _Subscriber()
-    channels = Broadcasts({1: subscriber}, reactor)
+    channels = Broadcasts({1: subscriber}, reactor, 1 << 20)
     channels.create(3)
     assert channels.subscribe(3, 1) is True
     big = b"b" * (MAX_BEHIND + 1)

@@ -55,7 +55,7 @@ def lua():
     import threading
     runtime = new_runtime(64 * 1024 * 1024, "")
     stop = threading.Event()
-    parts = ServerParts("", {}, Broadcasts({}, reactor), reactor, client_tls=None)
+    parts = ServerParts("", {}, Broadcasts({}, reactor, 1 << 20), reactor, client_tls=None)
     modules.install(modules.Context(runtime, parts, standalone=True, block=stop.wait,
                                     must_stop=stop.is_set, instance_id="7"),
                     ["time", "murmur", "nap"])

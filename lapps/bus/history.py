@@ -42,6 +42,14 @@ class Options:
 
 
 @dataclass(frozen=True)
+class Position:
+    """Where a history channel is: its epoch and newest offset."""
+
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True)
 class Recovery:
     """What a subscribe with a position found: whether every message after
     it was still held, and the channel's position now."""
@@ -49,9 +57,6 @@ class Recovery:
     recovered: bool
     epoch: str
     offset: int
-
-    def as_dict(self):
-        return {"recovered": self.recovered, "epoch": self.epoch, "offset": self.offset}
 
 
 def new_epoch() -> str:

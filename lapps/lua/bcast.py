@@ -7,6 +7,8 @@ trip on a bus shared with other processes: those calls then block a
 standalone instance's thread or suspend a reactive one (:mod:`lapps.lua.answers`).
 """
 
+import dataclasses
+
 import cbor2
 from lupa.luajit21 import LuaMemoryError
 
@@ -47,11 +49,9 @@ class _Module:
             self._subscribed, _STOPPING)
 
     def _subscribed(self, outcome):
-        if outcome is True:
-            return True, True
-        if outcome[0] is True:
-            return True, True, _table(self.runtime, outcome[1].as_dict())
-        return (True,) + outcome
+        if type(outcome) is tuple and outcome[0] is True:  # (True, Recovery)
+            return True, True, _table(self.runtime, dataclasses.asdict(outcome[1]))
+        return _as_results(outcome)
 
     def send(self, channel, obj):
         without = POSITION_KEYS if self.channels.has_history(channel) else ()
@@ -61,7 +61,7 @@ class _Module:
         if not self.channels.exists(channel):
             return False, b"Broadcast with id %d is not found" % channel
         return self.answers.answer(lambda done: self.channels.publish(channel, payload, done),
-                                   _sent, _STOPPING)
+                                   _as_results, _STOPPING)
 
     def history(self, channel, after, limit):
         return self.answers.answer(
@@ -79,8 +79,7 @@ class _Module:
         except (NlJsonError, LuaMemoryError):
             return True, False, b"bcast:history: %d messages do not fit in this instance's " \
                 b"max_memory; ask for fewer (limit)" % len(entries)
-        return True, held, _table(self.runtime, {"epoch": position.epoch,
-                                                 "offset": position.offset})
+        return True, held, _table(self.runtime, dataclasses.asdict(position))
 
     def presence(self, channel):
         return self.answers.answer(lambda done: self.channels.presence(channel, done),
@@ -90,7 +89,7 @@ class _Module:
         if type(outcome) is tuple:
             return (True,) + outcome
         members = self.runtime.table_from(outcome["members"])
-        return True, _table(self.runtime, {"count": outcome["count"], "members": members}), None
+        return True, _table(self.runtime, {"count": outcome["count"], "members": members})
 
 
 def _table(runtime, mapping):
@@ -99,7 +98,8 @@ def _table(runtime, mapping):
                                for key, value in mapping.items()})
 
 
-def _sent(outcome):
+def _as_results(outcome):
+    """True, ``(True, value)`` or ``(False, why)`` as a reactive wait's results."""
     if outcome is True:
         return True, True
     return (True,) + outcome

@@ -20,7 +20,7 @@ host is told, not buffered.
 import cbor2
 
 from lapps.bus.entries import PENDING
-from lapps.bus.history import MAX_LIMIT, MAX_SIZE, Recovery, recovery
+from lapps.bus.history import MAX_LIMIT, Position, Recovery, recovery
 from lapps.bus.host import wire
 from lapps.bus.local.bcast import Backlog, Broadcasts
 
@@ -105,9 +105,9 @@ class HostBroadcasts(Broadcasts):
             if answer is None:
                 return self._not_history(channel)
             epoch, _, top, entries = answer
-            return Recovery(True, epoch, top), entries
+            return Position(epoch, top), entries
 
-        return self._ask(wire.HELD, channel, wire.HELD_QUERY.pack(after, limit or MAX_SIZE),
+        return self._ask(wire.HELD, channel, wire.HELD_QUERY.pack(after, limit or MAX_LIMIT),
                          answered, done)
 
     def presence(self, channel, done=None):

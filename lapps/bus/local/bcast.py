@@ -22,7 +22,7 @@ from twisted.application.service import Service
 from twisted.python.threadable import isInIOThread
 
 from lapps import metrics
-from lapps.bus.history import MAX_MEMBERS, Recovery, Held
+from lapps.bus.history import MAX_LIMIT, MAX_MEMBERS, Held, Position, Recovery
 
 #: Bytes of broadcasts from standalone threads waiting for the reactor, at most
 #: (one broadcast of any size goes when none waits).
@@ -62,7 +62,7 @@ class Broadcasts(Service):
 
     name = "bcast"
 
-    def __init__(self, connections, reactor, history_max_bytes=16 * 1024 * 1024):
+    def __init__(self, connections, reactor, history_max_bytes):
         self._connections, self._reactor = connections, reactor
         self.history_max_bytes = history_max_bytes
         self._lock = threading.Lock()
@@ -206,14 +206,13 @@ class Broadcasts(Service):
             return {"count": len(subscribers), "members": members[:MAX_MEMBERS]}
 
     def history(self, channel, after=0, limit=None, done=None):
-        """``(Recovery-like position, [(offset, payload), ...])`` of the held
-        messages after ``after``, or ``(False, why)``."""
+        """``(Position, [(offset, payload), ...])`` of the held messages
+        after ``after`` (at most ``limit``), or ``(False, why)``."""
         with self._lock:
             held = self._held.get(channel)
             if held is None:
                 return self._not_history(channel)
-            entries = held.after(after) if limit is None else held.after(after, limit)
-            return Recovery(True, held.epoch, held.top), entries
+            return Position(held.epoch, held.top), held.after(after, limit or MAX_LIMIT)
 
     def _not_history(self, channel):
         if channel not in self._channels:

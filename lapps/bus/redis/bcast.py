@@ -39,7 +39,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from lapps.bus.entries import PENDING
-from lapps.bus.history import MAX_LIMIT, Recovery, recovery
+from lapps.bus.history import MAX_LIMIT, Position, Recovery, recovery
 from lapps.bus.local.bcast import Backlog, Broadcasts
 from lapps.bus.redis.bus import failure_text
 from lapps.bus.redis.history import Store, options_of, options_text, position_of
@@ -310,4 +310,4 @@ class RedisBroadcasts(Broadcasts):
 
 def _held(position):
     epoch, top, _, entries = position
-    return Recovery(True, epoch, top), entries
+    return Position(epoch, top), entries
